@@ -1,0 +1,246 @@
+"""Models as files in one folder, as FEDn's combiner keeps them, done safely.
+
+Layout of the folder (ids never start with a dot, so nothing else collides):
+
+- ``{dir}/{id}``              the model's bytes, exactly as FEDn writes them
+- ``{dir}/.{id}.meta.json``   its metadata and SHA-256, tied to that file version
+- ``{dir}/.{id}.*.part``      a write in progress; renamed into place at commit
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.errors import ModelExistsError, ModelNotFoundError, StorageError, StoragePermissionError
+from storage.ids import is_model_id
+from storage.modelstorage import Metadata, ModelStat, ModelStorage
+
+logger = logging.getLogger("modelstorage")
+
+_RECORD_SUFFIX = ".meta.json"
+_PART_SUFFIX = ".part"
+
+
+def default_directory() -> Path:
+    """``$FEDN_MODEL_DIR``, else a per-user folder under the system temp dir."""
+    configured = os.environ.get("FEDN_MODEL_DIR")
+    if configured:
+        return Path(configured)
+    owner = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"modelstorage-{owner}"
+
+
+@contextlib.contextmanager
+def _os_errors(action: str):
+    """Turn OSErrors into the library's typed errors, with a sentence to act on."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise StoragePermissionError(f"permission denied to {action}: {exc.strerror}") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StorageError(f"no space left on device to {action}; free space and retry") from exc
+        if isinstance(exc, (FileNotFoundError, FileExistsError)):
+            raise
+        raise StorageError(f"could not {action}: {exc.strerror or exc}") from exc
+
+
+def _version(st: os.stat_result) -> list[int]:
+    # A rename keeps inode, size and mtime, so a record written for the
+    # temporary file still names the committed one; any other file differs.
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+class TempModelStorage(ModelStorage):
+    """Models as files in ``directory`` (default: ``default_directory()``).
+
+    Writes go to a temporary file in the same folder and are renamed into
+    place at commit, so readers see the old model or the new one, whole.
+    ``fsync=True`` also makes each commit durable across a power loss.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *, fsync: bool = False) -> None:
+        super().__init__()
+        self.directory = Path(directory) if directory is not None else default_directory()
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        with _os_errors(f"create model folder {self.directory}"):
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"TempModelStorage({str(self.directory)!r}, fsync={self.fsync})"
+
+    # -- paths and records -------------------------------------------------
+
+    def _model_path(self, model_id: str) -> Path:
+        return self.directory / model_id
+
+    def _record_path(self, model_id: str) -> Path:
+        return self.directory / f".{model_id}{_RECORD_SUFFIX}"
+
+    def _model_version(self, model_id: str) -> os.stat_result | None:
+        try:
+            st = os.stat(self._model_path(model_id))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st if _is_regular(st) else None
+
+    def _record(self, model_id: str, st: os.stat_result) -> dict | None:
+        """The record of this exact file version, or None (missing or stale)."""
+        try:
+            record = json.loads(self._record_path(model_id).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            logger.warning("ignoring unreadable metadata record of model %r", model_id)
+            return None
+        return record if record.get("version") == _version(st) else None
+
+    def _write_record(self, model_id: str, st: os.stat_result, sha256: str | None, metadata: Metadata) -> None:
+        record = {"version": _version(st), "sha256": sha256, "metadata": metadata}
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self._record_path(model_id))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    # -- primitives --------------------------------------------------------
+
+    def _exists(self, model_id: str) -> bool:
+        return self._model_version(model_id) is not None
+
+    def _stat(self, model_id: str) -> ModelStat | None:
+        st = self._model_version(model_id)
+        if st is None:
+            return None
+        record = self._record(model_id, st) or {}
+        modified = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+        return ModelStat(model_id, st.st_size, record.get("sha256"), modified)
+
+    def _open_reader(self, model_id: str) -> BinaryIO:
+        try:
+            with _os_errors(f"read model {model_id!r}"):
+                return open(self._model_path(model_id), "rb")  # noqa: SIM115 - the caller closes it
+        except (FileNotFoundError, IsADirectoryError):
+            raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}") from None
+
+    def _open_sink(self, model_id: str, *, overwrite: bool) -> _FileSink:
+        return _FileSink(self, model_id, overwrite)
+
+    def _read_metadata(self, model_id: str) -> Metadata:
+        st = self._model_version(model_id)
+        if st is None:
+            raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
+        record = self._record(model_id, st)
+        return {} if record is None else record.get("metadata", {})
+
+    def _write_metadata(self, model_id: str, value: Metadata) -> None:
+        with self._lock, _os_errors(f"write metadata of model {model_id!r}"):
+            st = self._model_version(model_id)
+            if st is None:
+                raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
+            record = self._record(model_id, st) or {}
+            self._write_record(model_id, st, record.get("sha256"), value)
+
+    def _delete(self, model_id: str) -> bool:
+        with self._lock, _os_errors(f"delete model {model_id!r}"):
+            try:
+                os.unlink(self._model_path(model_id))
+                removed = True
+            except FileNotFoundError:
+                removed = False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._record_path(model_id))
+        return removed
+
+    def _list_ids(self) -> list[str]:
+        with _os_errors(f"list {self.directory}"), os.scandir(self.directory) as entries:
+            return [e.name for e in entries if is_model_id(e.name) and e.is_file(follow_symlinks=False)]
+
+    def _delete_all(self) -> None:
+        """Remove models, records and leftover partial writes; nothing else."""
+        with self._lock, _os_errors(f"empty {self.directory}"), os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and _is_ours(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+
+    def _commit(self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata) -> None:
+        target = self._model_path(model_id)
+        with self._lock, _os_errors(f"commit model {model_id!r}"):
+            if overwrite:
+                os.replace(tmp, target)
+            else:
+                try:
+                    os.link(tmp, target)  # fails if the id is taken, atomically across processes
+                except FileExistsError:
+                    raise ModelExistsError(f"model {model_id!r} already exists") from None
+                os.unlink(tmp)
+            self._write_record(model_id, st, sha256, metadata)
+            if self.fsync:
+                _fsync_directory(self.directory)
+
+
+class _FileSink:
+    def __init__(self, store: TempModelStorage, model_id: str, overwrite: bool) -> None:
+        self._store = store
+        self._model_id = model_id
+        self._overwrite = overwrite
+        with _os_errors(f"start writing model {model_id!r}"):
+            fd, self._tmp = tempfile.mkstemp(dir=store.directory, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: memoryview) -> None:
+        with _os_errors(f"write model {self._model_id!r}"):
+            self._file.write(data)
+
+    def commit(self, metadata: Metadata, sha256: str, size: int) -> datetime:
+        with _os_errors(f"write model {self._model_id!r}"):
+            self._file.flush()
+            if self._store.fsync:
+                os.fsync(self._file.fileno())
+            st = os.fstat(self._file.fileno())
+            self._file.close()
+        self._store._commit(self._model_id, self._tmp, st, self._overwrite, sha256, metadata)
+        return datetime.fromtimestamp(st.st_mtime, timezone.utc)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+def _is_regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)
+
+
+def _is_ours(name: str) -> bool:
+    if is_model_id(name):
+        return True
+    return name.startswith(".") and name.endswith((_RECORD_SUFFIX, _PART_SUFFIX))
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
