@@ -31,7 +31,7 @@ def parse_bool(name: str, value: str | bool) -> bool:
 def _memory(parts, options: dict[str, str]) -> ModelStorage:
     from storage.memorymodelstorage import MemoryModelStorage
 
-    _reject_unknown("memory://", options, set())
+    reject_unknown_options("memory://", options, set())
     return MemoryModelStorage()
 
 
@@ -42,7 +42,7 @@ def _file(parts, options: dict[str, str]) -> ModelStorage:
         raise ConfigurationError(f"file URLs name a local folder: file:///path, not file://{parts.netloc}/...")
     if not parts.path:
         raise ConfigurationError("file URL names no folder: use file:///path/to/models")
-    _reject_unknown("file://", options, {"fsync"})
+    reject_unknown_options("file://", options, {"fsync"})
     fsync = parse_bool("fsync", options.get("fsync", "false"))
     return TempModelStorage(unquote(parts.path), fsync=fsync)
 
@@ -63,7 +63,7 @@ _SCHEMES: dict[str, Callable[..., ModelStorage]] = {
 }
 
 
-def _reject_unknown(scheme: str, options: dict[str, str], known: set[str]) -> None:
+def reject_unknown_options(scheme: str, options: dict[str, str], known: set[str]) -> None:
     unknown = sorted(set(options) - known)
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
@@ -86,7 +86,9 @@ def open_storage(url: str | None = None) -> ModelStorage:
     builder = _SCHEMES.get(parts.scheme.lower())
     if builder is None:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
-        raise ConfigurationError(f"unknown storage URL scheme {parts.scheme + '://' if parts.scheme else url!r}: use one of {known}")
+        raise ConfigurationError(
+            f"unknown storage URL scheme {parts.scheme + '://' if parts.scheme else url!r}: use one of {known}"
+        )
     if "@" in parts.netloc:
         raise ConfigurationError(
             "storage URLs must not carry credentials; use the SDK's environment "

@@ -22,8 +22,7 @@ def check_model_id(model_id: object) -> str:
     if not _ID_PATTERN.fullmatch(model_id):
         shown = model_id if len(model_id) <= 40 else model_id[:40] + "..."
         raise InvalidModelIdError(
-            f"invalid model id {shown!r}: use 1-{MAX_ID_LENGTH} characters of "
-            "A-Z a-z 0-9 . _ - not starting with '.'"
+            f"invalid model id {shown!r}: use 1-{MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ - not starting with '.'"
         )
     return model_id
 

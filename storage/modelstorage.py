@@ -71,9 +71,7 @@ def normalize_metadata(value: Metadata) -> tuple[Metadata, str]:
     except (TypeError, ValueError, RecursionError) as exc:
         raise MetadataError(f"metadata must be a JSON value without NaN or cycles: {exc}") from None
     if len(text) > MAX_METADATA_BYTES:
-        raise MetadataError(
-            f"metadata is {len(text)} bytes as JSON; the limit is {MAX_METADATA_BYTES}"
-        )
+        raise MetadataError(f"metadata is {len(text)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return json.loads(text), text
 
 
@@ -88,9 +86,7 @@ def iter_chunks(data: object, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryvi
         try:
             view = memoryview(data).cast("B")  # type: ignore[arg-type]
         except TypeError:
-            raise TypeError(
-                f"model data must be bytes-like or a binary file, not {type(data).__name__}"
-            ) from None
+            raise TypeError(f"model data must be bytes-like or a binary file, not {type(data).__name__}") from None
         if view.nbytes:
             yield view
         return
@@ -100,9 +96,7 @@ def iter_chunks(data: object, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryvi
             if chunk is None or isinstance(chunk, (bytes, bytearray, memoryview)):
                 return
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"model file returned {type(chunk).__name__} from read(): open it in binary mode"
-            )
+            raise TypeError(f"model file returned {type(chunk).__name__} from read(): open it in binary mode")
         yield memoryview(chunk).cast("B")
 
 
@@ -167,9 +161,7 @@ class ModelWriter(io.BufferedIOBase):
             except BaseException:
                 self._finish("aborted", discard=True)
                 raise
-            self.stat = ModelStat(
-                self.model_id, self._size, sha256, modified or datetime.now(timezone.utc)
-            )
+            self.stat = ModelStat(self.model_id, self._size, sha256, modified or datetime.now(timezone.utc))
             self._finish("committed")
 
     def abort(self) -> None:
@@ -239,8 +231,7 @@ class _VerifyingReader(io.RawIOBase):
 def _check_digest(model_id: str, expected: str, actual: str) -> None:
     if expected != actual:
         raise IntegrityError(
-            f"model {model_id!r} is corrupt: its SHA-256 is {actual}, "
-            f"but {expected} was recorded when it was written"
+            f"model {model_id!r} is corrupt: its SHA-256 is {actual}, but {expected} was recorded when it was written"
         )
 
 
@@ -281,9 +272,7 @@ class ModelStorage(ABC):
         with self._writers_lock:
             writer = self._writers.get(model_id)
             if writer is None:
-                writer = ModelWriter(
-                    model_id, self._open_sink(model_id, overwrite=True), self._forget_writer
-                )
+                writer = ModelWriter(model_id, self._open_sink(model_id, overwrite=True), self._forget_writer)
                 self._writers[model_id] = writer
             return writer
 

@@ -182,7 +182,9 @@ class TempModelStorage(ModelStorage):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
 
-    def _commit(self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata) -> None:
+    def _commit(
+        self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata
+    ) -> None:
         target = self._model_path(model_id)
         with self._lock, _os_errors(f"commit model {model_id!r}"):
             if overwrite:

@@ -1,0 +1,129 @@
+"""What an SDK file implements and raises: the seam between the core and an SDK.
+
+An SDK file turns its SDK's calls into these dozen methods and its exceptions,
+through ``classify``, into the errors below. Nothing SDK-specific passes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from adapters.retry import TransientError
+from storage.errors import (
+    BucketNotFoundError,
+    MetadataError,
+    StorageError,
+    StoragePermissionError,
+)
+
+
+# -- what an SDK file raises --------------------------------------------------
+
+
+class ObjectNotFound(StorageError):
+    """No object (or upload) at that key; the core decides what it means."""
+
+
+class PreconditionFailed(StorageError):
+    """If-None-Match / If-Match did not hold."""
+
+
+class RangeNotSatisfiable(StorageError):
+    """A ranged GET of an empty object."""
+
+
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+_TRANSIENT_CODES = _THROTTLED | {
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ConditionalRequestConflict",
+    "OperationAborted",
+}
+_DENIED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AllAccessDisabled",
+    "AccountProblem",
+}
+
+
+def classify(status: int | None, code: str | None, message: str, *, bucket: str) -> StorageError:
+    """Map an S3 error response to the library's typed errors (shared by both SDKs)."""
+    code = code or ""
+    detail = f"{code or status}: {message}" if message else (code or str(status))
+    if code == "NoSuchBucket":
+        return BucketNotFoundError(
+            f"bucket {bucket!r} does not exist: create it (for example `aws s3 mb s3://{bucket}` or "
+            "`mc mb`), or pass create_bucket=True"
+        )
+    if code in ("NoSuchKey", "NoSuchUpload", "NotFound") or status == 404:
+        return ObjectNotFound(detail)
+    if code in ("PreconditionFailed",) or status == 412:
+        return PreconditionFailed(detail)
+    if code == "InvalidRange" or status == 416:
+        return RangeNotSatisfiable(detail)
+    if code in _TRANSIENT_CODES or status in (429, 500, 502, 503, 504):
+        return TransientError(f"transient S3 error {detail}")
+    if code in _DENIED_CODES or status in (401, 403):
+        return StoragePermissionError(
+            f"access to bucket {bucket!r} denied ({code or status}): check the credentials and the policy"
+        )
+    if code in ("InvalidTag", "MalformedXML") and "tag" in message.lower():
+        return MetadataError(f"the store refused the metadata tags: {detail}")
+    return StorageError(f"the store refused the request: {detail}")
+
+
+# -- what an SDK file implements ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    """The whole object's size (also for a ranged GET)."""
+    etag: str
+    last_modified: datetime
+
+
+@dataclass
+class ObjectResponse:
+    info: ObjectInfo
+    body: BinaryIO
+    """Readable with ``readinto``; errors while reading raise TransientError."""
+
+
+class ObjectClient(Protocol):
+    """The calls an SDK file translates. Each raises only library errors."""
+
+    bucket: str
+
+    def bucket_exists(self) -> bool: ...
+    def create_bucket(self) -> None: ...
+    def head(self, key: str) -> ObjectInfo: ...
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None
+    ) -> ObjectResponse: ...
+    def put(
+        self, key: str, body: bytes | bytearray, *, tags: dict[str, str] | None = None, if_none_match: bool = False
+    ) -> str: ...
+    def create_multipart(self, key: str) -> str: ...
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray) -> str: ...
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *, if_none_match: bool = False
+    ) -> str: ...
+    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def get_tags(self, key: str) -> dict[str, str]: ...
+    def put_tags(self, key: str, tags: dict[str, str]) -> None: ...
+    def delete_many(self, keys: Sequence[str]) -> None: ...
+    def list_page(self, prefix: str, start_after: str | None) -> tuple[list[str], bool]:
+        """Up to 1000 keys after ``start_after`` in order, and whether more follow."""
+
+    def list_uploads(self, prefix: str) -> list[tuple[str, str]]: ...
+    def close(self) -> None: ...

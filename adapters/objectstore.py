@@ -1,0 +1,289 @@
+"""The object-store core both adapters share: key layout, metadata modes, errors.
+
+An SDK file supplies an ``ObjectClient``: a dozen calls that speak S3 and
+raise only the errors below. Everything else (retries, multipart, ranged
+reads, metadata, verification, listing and batch deletes) is written here and
+in ``adapters.transfer``, once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from adapters import metadata as codec
+from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, classify
+from adapters.retry import RetryPolicy
+from adapters.transfer import MultipartSink, ObjectReader, read_whole
+from storage.config import parse_bool, reject_unknown_options
+from storage.errors import ConfigurationError, ModelNotFoundError
+from storage.ids import is_model_id
+from storage.modelstorage import Metadata, ModelStat, ModelStorage
+
+logger = logging.getLogger("modelstorage")
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
+DEFAULT_PART_SIZE = 8 * MiB
+DEFAULT_MAX_CONCURRENCY = 8
+DELETE_BATCH = 1000  # S3's DeleteObjects limit
+
+
+_URL_INTS = {"part_size", "max_concurrency"}
+_URL_BOOLS = {"create_bucket", "verify", "secure"}
+
+
+def url_settings(scheme: str, options: dict[str, str], *, extra: set[str]) -> dict[str, object]:
+    """Constructor keywords from a URL's query: the shared ones plus ``extra``."""
+    reject_unknown_options(scheme, options, {"metadata", "part_size", "max_concurrency", "create_bucket"} | extra)
+    settings: dict[str, object] = {}
+    for name, value in options.items():
+        if name in _URL_INTS:
+            try:
+                settings[name] = int(value)
+            except ValueError:
+                raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
+        elif name in _URL_BOOLS:
+            settings[name] = parse_bool(name, value)
+        else:
+            settings[name] = value
+    return settings
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """``{prefix}models/{id}`` and ``{prefix}metadata/{id}.json``; nothing else is ours."""
+
+    prefix: str = ""
+
+    @classmethod
+    def normalized(cls, prefix: str) -> KeyLayout:
+        prefix = prefix.strip("/")
+        if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+            raise ConfigurationError(f"prefix {prefix!r} has an empty, '.' or '..' segment")
+        return cls(prefix + "/" if prefix else "")
+
+    @property
+    def models(self) -> str:
+        return self.prefix + "models/"
+
+    @property
+    def metadata(self) -> str:
+        return self.prefix + "metadata/"
+
+    def model_key(self, model_id: str) -> str:
+        return f"{self.models}{model_id}"
+
+    def metadata_key(self, model_id: str) -> str:
+        return f"{self.metadata}{model_id}.json"
+
+    def id_of_model_key(self, key: str) -> str | None:
+        name = key[len(self.models) :] if key.startswith(self.models) else ""
+        return name if is_model_id(name) else None
+
+    def is_metadata_key(self, key: str) -> bool:
+        name = key[len(self.metadata) :] if key.startswith(self.metadata) else ""
+        return name.endswith(".json") and is_model_id(name[: -len(".json")])
+
+
+class ObjectStoreModelStorage(ModelStorage):
+    """ModelStorage over any ``ObjectClient``; the adapters only build the client."""
+
+    def __init__(
+        self,
+        client: ObjectClient,
+        prefix: str = "",
+        *,
+        metadata: str = codec.SIDECAR,
+        retry: RetryPolicy | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        create_bucket: bool = False,
+    ) -> None:
+        super().__init__()
+        if metadata not in codec.MODES:
+            raise ConfigurationError(f"metadata must be one of {', '.join(codec.MODES)}, not {metadata!r}")
+        if not MIN_PART_SIZE <= part_size <= 5 * 1024 * MiB:
+            raise ConfigurationError(f"part_size must be between 5 MiB and 5 GiB, not {part_size}")
+        if max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be at least 1")
+        self.client = client
+        self.keys = KeyLayout.normalized(prefix)
+        self.metadata_mode = metadata
+        self.retry = retry or RetryPolicy()
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelstorage")
+        self._bucket_confirmed = False
+        if create_bucket:
+            if not self.call("check bucket", client.bucket_exists):
+                self.call("create bucket", client.create_bucket)
+            self._bucket_confirmed = True
+
+    @property
+    def bucket(self) -> str:
+        return self.client.bucket
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(bucket={self.bucket!r}, prefix={self.keys.prefix!r}, "
+            f"metadata={self.metadata_mode!r})"
+        )
+
+    def call(self, operation: str, fn, *args, **kwargs):
+        """One SDK call under the retry policy."""
+        return self.retry.call(operation, fn, *args, **kwargs)
+
+    def close(self) -> None:
+        super().close()
+        self.executor.shutdown(wait=True)
+        self.client.close()
+
+    def pending_uploads(self) -> list[tuple[str, str]]:
+        """Multipart uploads under this store's prefix that were never finished."""
+        return self.call("list uploads", self.client.list_uploads, self.keys.prefix)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _confirm_bucket(self) -> None:
+        """A 404 on HEAD cannot tell a missing key from a missing bucket: ask once."""
+        if self._bucket_confirmed:
+            return
+        if not self.call("check bucket", self.client.bucket_exists):
+            raise classify(404, "NoSuchBucket", "", bucket=self.bucket)
+        self._bucket_confirmed = True
+
+    def _head(self, model_id: str) -> ObjectInfo | None:
+        try:
+            return self.call(f"head model {model_id!r}", self.client.head, self.keys.model_key(model_id))
+        except ObjectNotFound:
+            self._confirm_bucket()
+            return None
+
+    def _record(self, model_id: str) -> tuple[Metadata, str | None] | None:
+        """(metadata, sha256) as stored, or None if there is no record."""
+        try:
+            if self.metadata_mode == codec.TAGS:
+                tags = self.call(f"get tags of {model_id!r}", self.client.get_tags, self.keys.model_key(model_id))
+                return codec.decode_tags(tags)
+            body = self.call(f"get metadata of {model_id!r}", self._read_small, self.keys.metadata_key(model_id))
+            return codec.decode_sidecar(body)
+        except ObjectNotFound:
+            return None
+
+    def _read_small(self, key: str) -> bytes:
+        response = self.client.get(key)
+        with response.body:
+            return response.body.read()
+
+    def _not_found(self, model_id: str) -> ModelNotFoundError:
+        self._confirm_bucket()
+        return ModelNotFoundError(f"model {model_id!r} not found in bucket {self.bucket!r}")
+
+    def tags_for_put(self, metadata: Metadata, sha256: str) -> dict[str, str] | None:
+        """Tags sent with the model's own PUT (tags mode), so both land in one request."""
+        return codec.encode_tags(metadata, sha256) if self.metadata_mode == codec.TAGS else None
+
+    def finish_commit(self, model_id: str, metadata: Metadata, sha256: str, *, tagged: bool) -> None:
+        """Store the metadata record right after the bytes are committed."""
+        if self.metadata_mode == codec.SIDECAR:
+            body = codec.encode_sidecar(metadata, sha256)
+            self.call(f"put metadata of {model_id!r}", self.client.put, self.keys.metadata_key(model_id), body)
+        elif not tagged:
+            tags = codec.encode_tags(metadata, sha256)
+            self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
+
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            self.call(f"delete {len(batch)} object(s)", self.client.delete_many, batch)
+
+    def _keys_under(self, prefix: str) -> Iterator[list[str]]:
+        """Pages of keys under ``prefix``, each page fetched (and retried) on its own."""
+        start_after = None
+        while True:
+            page, more = self.call(f"list {prefix!r}", self.client.list_page, prefix, start_after)
+            if page:
+                yield page
+                start_after = page[-1]
+            if not more or not page:
+                return
+
+    # -- primitives ---------------------------------------------------------
+
+    def _check_metadata(self, value: Metadata) -> None:
+        if self.metadata_mode == codec.TAGS:
+            codec.check_tag_metadata(value)
+
+    def _exists(self, model_id: str) -> bool:
+        return self._head(model_id) is not None
+
+    def _stat(self, model_id: str) -> ModelStat | None:
+        info = self._head(model_id)
+        if info is None:
+            return None
+        record = self._record(model_id)
+        return ModelStat(model_id, info.size, record[1] if record else None, info.last_modified)
+
+    def _read(self, model_id: str) -> io.BytesIO | None:
+        found = read_whole(self, self.keys.model_key(model_id))
+        if found is None:
+            self._confirm_bucket()
+        return found
+
+    def _open_reader(self, model_id: str) -> BinaryIO:
+        try:
+            reader = ObjectReader(self, self.keys.model_key(model_id))
+        except ObjectNotFound:
+            raise self._not_found(model_id) from None
+        return io.BufferedReader(reader, buffer_size=MiB)  # type: ignore[return-value]
+
+    def _open_sink(self, model_id: str, *, overwrite: bool) -> MultipartSink:
+        return MultipartSink(self, self.client, self.executor, model_id, overwrite=overwrite)
+
+    def _read_metadata(self, model_id: str) -> Metadata:
+        record = self._record(model_id)
+        if record is not None:
+            return record[0]
+        if self.metadata_mode == codec.SIDECAR and self._head(model_id) is not None:
+            return {}  # a model written by another tool, without a sidecar
+        raise self._not_found(model_id)
+
+    def _write_metadata(self, model_id: str, value: Metadata) -> None:
+        record = self._record(model_id)
+        if record is None and (self.metadata_mode == codec.TAGS or self._head(model_id) is None):
+            raise self._not_found(model_id)
+        sha256 = record[1] if record else None
+        if self.metadata_mode == codec.TAGS:
+            tags = codec.encode_tags(value, sha256)
+            try:
+                self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
+            except ObjectNotFound:
+                raise self._not_found(model_id) from None
+        else:
+            body = codec.encode_sidecar(value, sha256)
+            self.call(f"put metadata of {model_id!r}", self.client.put, self.keys.metadata_key(model_id), body)
+
+    def _delete(self, model_id: str) -> bool:
+        existed = self._head(model_id) is not None
+        self._delete_keys([self.keys.metadata_key(model_id), self.keys.model_key(model_id)])
+        return existed
+
+    def _list_ids(self) -> Iterator[str]:
+        for page in self._keys_under(self.keys.models):
+            for key in page:
+                model_id = self.keys.id_of_model_key(key)
+                if model_id is not None:
+                    yield model_id
+
+    def _delete_all(self) -> None:
+        for prefix, ours in (
+            (self.keys.metadata, self.keys.is_metadata_key),
+            (self.keys.models, lambda key: self.keys.id_of_model_key(key) is not None),
+        ):
+            for page in self._keys_under(prefix):
+                self._delete_keys([key for key in page if ours(key)])
