@@ -19,7 +19,6 @@ from storage.errors import (
     StoragePermissionError,
 )
 
-
 # -- what an SDK file raises --------------------------------------------------
 
 

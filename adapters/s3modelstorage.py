@@ -6,6 +6,7 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -105,10 +106,8 @@ class _Boto3Client:
         extra = {}
         if region and region != "us-east-1":
             extra["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        try:
+        with contextlib.suppress(self._s3.exceptions.BucketAlreadyOwnedByYou):
             self._s3.create_bucket(Bucket=self.bucket, **extra)
-        except self._s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     @_translated
     def head(self, key: str) -> ObjectInfo:

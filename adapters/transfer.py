@@ -6,6 +6,7 @@ is retried without resending the others, a reset read resumes where it broke.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -99,12 +100,10 @@ class MultipartSink:
         wait(self._parts)  # a part still in flight would otherwise outlive the abort
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            try:
+            with contextlib.suppress(ObjectNotFound):
                 self._store.call(
                     f"abort upload of {self._model_id!r}", self._client.abort_multipart, self._key, upload_id
                 )
-            except ObjectNotFound:
-                pass
 
     def _send_part(self) -> None:
         for part in self._parts:
@@ -263,10 +262,8 @@ class ObjectReader(io.RawIOBase):
         self._body = response.body
 
     def _release(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a broken connection may fail to close
             self._body.close()
-        except Exception:  # noqa: BLE001 - a broken connection may fail to close
-            pass
 
     def close(self) -> None:
         if not self.closed:

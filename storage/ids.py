@@ -7,7 +7,7 @@ import re
 from storage.errors import InvalidModelIdError
 
 MAX_ID_LENGTH = 200
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,%d}" % (MAX_ID_LENGTH - 1))
+_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_ID_LENGTH - 1}}}")
 
 
 def check_model_id(model_id: object) -> str:

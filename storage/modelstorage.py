@@ -9,6 +9,7 @@ verification, and the FEDn semantics of pending metadata.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -92,9 +93,8 @@ def iter_chunks(data: object, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryvi
         return
     while True:
         chunk = read(chunk_size)
-        if not chunk:
-            if chunk is None or isinstance(chunk, (bytes, bytearray, memoryview)):
-                return
+        if not chunk and (chunk is None or isinstance(chunk, (bytes, bytearray, memoryview))):
+            return
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise TypeError(f"model file returned {type(chunk).__name__} from read(): open it in binary mode")
         yield memoryview(chunk).cast("B")
@@ -180,10 +180,8 @@ class ModelWriter(io.BufferedIOBase):
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) == "open":
-            try:
+            with contextlib.suppress(Exception):  # nothing can be reported from a finalizer
                 self.abort()
-            except Exception:  # noqa: BLE001 - nothing can be reported from a finalizer
-                pass
 
     def _check_open(self, action: str) -> None:
         if self._state != "open":
