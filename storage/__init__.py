@@ -4,7 +4,7 @@
 ``adapters`` and are imported only when used.
 """
 
-from storage.config import open_storage
+from storage.config import from_fedn_config, open_storage
 from storage.errors import (
     BucketNotFoundError,
     ConfigurationError,
@@ -39,6 +39,7 @@ __all__ = [
     "StorageUnavailableError",
     "TempModelStorage",
     "check_model_id",
+    "from_fedn_config",
     "open_storage",
 ]
 
