@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -307,10 +308,12 @@ class Comparison:
 
 def compare_models(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> Comparison:
     """Whether two models agree within RTOL/ATOL, and their largest difference."""
-    if len(actual) != len(expected) or any(a.shape != e.shape for a, e in zip(actual, expected)):
+    if len(actual) != len(expected) or any(a.shape != e.shape for a, e in zip(actual, expected, strict=True)):
         return Comparison(False, float("inf"))
-    matched = all(np.allclose(a, e, rtol=RTOL, atol=ATOL) for a, e in zip(actual, expected))
-    largest = max((float(np.max(np.abs(a - e), initial=0.0)) for a, e in zip(actual, expected)), default=0.0)
+    matched = all(np.allclose(a, e, rtol=RTOL, atol=ATOL) for a, e in zip(actual, expected, strict=True))
+    largest = max(
+        (float(np.max(np.abs(a - e), initial=0.0)) for a, e in zip(actual, expected, strict=True)), default=0.0
+    )
     return Comparison(matched, largest)
 
 
@@ -460,9 +463,7 @@ def _run_clients(
     tasks: dict[str, int],
 ) -> list[ClientResult]:
     with ThreadPoolExecutor(len(rngs), thread_name_prefix="client") as pool:
-        futures = [
-            pool.submit(run_client, store, global_id, spec, rng, reference, progress, tasks) for rng in rngs
-        ]
+        futures = [pool.submit(run_client, store, global_id, spec, rng, reference, progress, tasks) for rng in rngs]
         wait(futures)
     failures = [f.exception() for f in futures if f.exception() is not None]
     if failures:
@@ -571,52 +572,67 @@ def run_simulation(store: ModelStorage, config: SimulationConfig, progress: Prog
 
 
 def _mib(nbytes: float) -> str:
-    return f"{nbytes / MiB:,.1f} MiB"
+    return f"{nbytes / MiB:,.1f}"
 
 
 def _rate(nbytes: int, seconds: float) -> str:
-    return f"{nbytes / MiB / seconds:,.0f} MiB/s" if seconds > 0 else "-"
+    return f"{nbytes / MiB / seconds:,.0f}" if seconds > 0 else "-"
 
 
 def render_report(report: SimulationReport, console: Console) -> None:
-    """The per-round table and a one-line verdict, on ``console`` (stdout)."""
+    """The per-round table, what its columns mean, and a one-line verdict, on ``console`` (stdout)."""
     config = report.config
-    table = Table(
-        title=(
-            f"{config.rounds} round(s) x {config.clients} client(s), {report.spec.parameters:,} float32 "
-            f"parameters on {report.store}, seed {report.seed}"
-        ),
-        caption=(
-            "upload/download: bytes of all clients / wall time from the first start to the last end. "
-            "aggregation: read + FedAvg + store the global model. "
-            "agg. memory: tracemalloc peak while aggregating. "
-            "peak RSS: resource.getrusage high-water mark of the whole process (clients included)."
-        ),
+    console.print(
+        f"{config.rounds} round(s) x {config.clients} client(s), {report.spec.parameters:,} float32 parameters, "
+        f"seed {report.seed}, on {report.store}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
-    for name in ("round", "model", "upload", "aggregation", "agg. rate", "download", "agg. memory", "peak RSS"):
-        table.add_column(name, justify="right")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    headers = (
+        "round",
+        "model\nMiB",
+        "upload\nMiB/s",
+        "agg.\ns",
+        "agg.\nMiB/s",
+        "download\nMiB/s",
+        "agg. mem\nMiB",
+        "peak RSS\nMiB",
+    )
+    for header in headers:
+        table.add_column(header, justify="right")
     table.add_column("aggregate")
     for r in report.rounds:
-        verdict = "match" if r.comparison.matched else f"MISMATCH (max |diff| {r.comparison.max_abs_difference:.3g})"
         table.add_row(
             str(r.round_number),
             _mib(r.model_bytes),
             _rate(r.upload_bytes, r.upload_seconds),
-            f"{r.aggregation_seconds:.2f} s",
+            f"{r.aggregation_seconds:.2f}",
             _rate(r.aggregation_bytes, r.aggregation_seconds),
             _rate(r.download_bytes, r.download_seconds),
             _mib(r.aggregation_peak_bytes),
             _mib(r.rss_high_water_bytes),
-            verdict,
+            "match" if r.comparison.matched else "MISMATCH",
             style=None if r.comparison.matched else "bold red",
         )
     console.print(table)
+    for note in (
+        "upload, download: bytes of all clients / wall time from the first start to the last end",
+        "agg.: the combiner reading the updates, FedAvg, storing the global model",
+        "agg. mem: tracemalloc peak of what the aggregation allocated (running sum + one layer + result)",
+        "peak RSS: resource.getrusage high-water mark of the whole process so far, clients included",
+    ):
+        console.print(f"  {note}", style="dim", markup=False, highlight=False, soft_wrap=True)
     matched = sum(r.comparison.matched for r in report.rounds)
+    worst = max((r.comparison.max_abs_difference for r in report.rounds), default=0.0)
     verdict = "matched" if report.all_matched else "did NOT all match"
     console.print(
         f"{matched}/{config.rounds} rounds' aggregates {verdict} the in-memory FedAvg reference "
-        f"(rtol {RTOL:g}, atol {ATOL:g}); {report.seconds:.1f} s in all",
+        f"(rtol {RTOL:g}, atol {ATOL:g}; largest difference {worst:.3g}); {report.seconds:.1f} s in all",
+        markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     if report.kept:
-        console.print(f"kept: {', '.join(report.kept)}", highlight=False)
+        console.print(f"kept: {', '.join(report.kept)}", markup=False, highlight=False, soft_wrap=True)

@@ -90,10 +90,12 @@ class TempModelStorage(ModelStorage):
 
     def _model_version(self, model_id: str) -> os.stat_result | None:
         try:
-            st = os.stat(self._model_path(model_id))
+            st = os.lstat(self._model_path(model_id))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return st if _is_regular(st) else None
+        # Only regular files are models: a symlink could point outside the
+        # folder, and a subfolder is not ours.
+        return st if stat.S_ISREG(st.st_mode) else None
 
     def _record(self, model_id: str, st: os.stat_result) -> dict | None:
         """The record of this exact file version, or None (missing or stale)."""
@@ -136,10 +138,19 @@ class TempModelStorage(ModelStorage):
 
     def _open_reader(self, model_id: str) -> BinaryIO:
         try:
-            with _os_errors(f"read model {model_id!r}"):
-                return open(self._model_path(model_id), "rb")  # noqa: SIM115 - the caller closes it
-        except (FileNotFoundError, IsADirectoryError):
-            raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}") from None
+            fd = os.open(self._model_path(model_id), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            fd = None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # ELOOP: a symlink, which is never a model
+                with _os_errors(f"read model {model_id!r}"):
+                    raise
+            fd = None
+        if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+            return os.fdopen(fd, "rb")
+        if fd is not None:
+            os.close(fd)
+        raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
 
     def _open_sink(self, model_id: str, *, overwrite: bool) -> _FileSink:
         return _FileSink(self, model_id, overwrite)
@@ -161,11 +172,12 @@ class TempModelStorage(ModelStorage):
 
     def _delete(self, model_id: str) -> bool:
         with self._lock, _os_errors(f"delete model {model_id!r}"):
-            try:
-                os.unlink(self._model_path(model_id))
-                removed = True
-            except FileNotFoundError:
-                removed = False
+            removed = self._model_version(model_id) is not None
+            if removed:
+                try:
+                    os.unlink(self._model_path(model_id))
+                except FileNotFoundError:
+                    removed = False
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._record_path(model_id))
         return removed
@@ -187,14 +199,20 @@ class TempModelStorage(ModelStorage):
     ) -> None:
         target = self._model_path(model_id)
         with self._lock, _os_errors(f"commit model {model_id!r}"):
-            if overwrite:
-                os.replace(tmp, target)
-            else:
-                try:
-                    os.link(tmp, target)  # fails if the id is taken, atomically across processes
-                except FileExistsError:
-                    raise ModelExistsError(f"model {model_id!r} already exists") from None
-                os.unlink(tmp)
+            try:
+                if overwrite:
+                    os.replace(tmp, target)
+                else:
+                    try:
+                        os.link(tmp, target)  # fails if the id is taken, atomically across processes
+                    except FileExistsError:
+                        raise ModelExistsError(f"model {model_id!r} already exists") from None
+                    os.unlink(tmp)
+            except FileNotFoundError:
+                raise StorageError(
+                    f"the write of model {model_id!r} was discarded: its temporary file was removed "
+                    "(by delete_all of another process?)"
+                ) from None
             self._write_record(model_id, st, sha256, metadata)
             if self.fsync:
                 _fsync_directory(self.directory)
@@ -228,10 +246,6 @@ class _FileSink:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
-
-
-def _is_regular(st: os.stat_result) -> bool:
-    return stat.S_ISREG(st.st_mode)
 
 
 def _is_ours(name: str) -> bool:
