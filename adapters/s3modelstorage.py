@@ -11,11 +11,13 @@ import functools
 import io
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
 import boto3
 import botocore.exceptions as bce
+import botocore.session
 from botocore.config import Config
 
 from adapters.client import ObjectInfo, ObjectResponse, classify
@@ -227,8 +229,30 @@ def make_s3_client(
         logger.warning("TLS certificate verification is OFF for %s", custom_endpoint or "S3")
     if (access_key is None) != (secret_key is None):
         raise ConfigurationError("give both access_key and secret_key, or neither")
-    session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key, botocore_session=_botocore_session()
+    )
     return session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+
+
+_shared_loader = None
+_loader_lock = threading.Lock()
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A new session (its own credential chain) sharing one loader of service models.
+
+    Loading S3's service model is most of the cost of a new client; sharing
+    the loader makes opening a store cheap without sharing credentials.
+    """
+    global _shared_loader
+    session = botocore.session.get_session()
+    with _loader_lock:
+        if _shared_loader is None:
+            _shared_loader = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _shared_loader)
+    return session
 
 
 class S3ModelStorage(ObjectStoreModelStorage):

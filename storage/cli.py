@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -135,6 +136,16 @@ def _positive_count(text: str) -> int:
     return int(value)
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
 def _json_value(text: str) -> Metadata:
     try:
         return json.loads(text, parse_constant=_reject_constant)
@@ -158,7 +169,7 @@ def _key_value(text: str) -> tuple[str, Metadata]:
     return key, value if value is None or isinstance(value, (str, int, float, bool)) else raw
 
 
-def build_metadata(base: Metadata | None, pairs: list[tuple[str, Metadata]], what: str) -> Metadata | None:
+def build_metadata(base: Metadata | None, pairs: list[tuple[str, Metadata]], what: str, instead: str) -> Metadata:
     """``base`` (a whole JSON value) with ``pairs`` merged in as keys; None if neither is given."""
     if not pairs:
         return base
@@ -166,9 +177,7 @@ def build_metadata(base: Metadata | None, pairs: list[tuple[str, Metadata]], wha
         base = {}
     if not isinstance(base, dict):
         raise CommandError(
-            f"cannot set keys on {what} {json.dumps(base)}: it is not a JSON object; give a whole value with "
-            "the -json option instead",
-            EXIT_USAGE,
+            f"{what} is {json.dumps(base)}, not a JSON object, so keys cannot be set on it; {instead}", EXIT_USAGE
         )
     return {**base, **dict(pairs)}
 
@@ -181,7 +190,6 @@ class Context:
     """What every command gets: where the store is, how chatty to be, where to write."""
 
     url: str | None
-    verbosity: int
     quiet: bool
     out: Console
     err: Console
@@ -251,7 +259,7 @@ def _summary(metadata: Metadata, width: int = 48) -> str:
 
 def cmd_put(args: argparse.Namespace, ctx: Context) -> int:
     check_model_id(args.id)
-    metadata = build_metadata(args.meta_json, args.meta or [], "--meta-json")
+    metadata = build_metadata(args.meta_json, args.meta or [], "--meta-json", "put every key in --meta-json")
     if args.file == "-":
         source, total = sys.stdin.buffer, None
     else:
@@ -295,7 +303,10 @@ def _copy(reader, writer, advance: Callable[[int], None]) -> None:
 @contextlib.contextmanager
 def _replacing(path: Path):
     """A file that replaces ``path`` only when complete, so a failed get leaves no partial model."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None  # name the file the user asked for
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -331,7 +342,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
         ]
         print(json.dumps(listing, indent=2))
         return EXIT_OK
-    table = Table(title=title, caption=f"{len(rows)} model(s)")
+    table = Table()
     table.add_column("id", overflow="fold")
     table.add_column("size", justify="right")
     table.add_column("sha256")
@@ -346,6 +357,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
             escape(_summary(metadata)),
         )
     ctx.out.print(table)
+    ctx.out.print(f"{len(rows)} model(s) in {title}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -356,7 +368,8 @@ def cmd_meta(args: argparse.Namespace, ctx: Context) -> int:
         current = store.get_model_metadata(args.id)
         if changing:
             base = current if args.set_json is None else args.set_json
-            store.set_model_metadata(args.id, build_metadata(base, args.set or [], f"the metadata of {args.id!r}"))
+            changed = build_metadata(base, args.set or [], f"the metadata of {args.id!r}", "replace it with --set-json")
+            store.set_model_metadata(args.id, changed)
             current = store.get_model_metadata(args.id)  # what the store kept, as others will read it
     print(json.dumps(current, indent=2))
     return EXIT_OK
@@ -534,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler, help: str, **kwargs) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, help=help, description=help, parents=[common], formatter_class=formatter, **kwargs
+            name, help=help, description=textwrap.fill(help, 79), parents=[common], formatter_class=formatter, **kwargs
         )
         sub.set_defaults(handler=handler)
         return sub
@@ -607,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="float32 parameters of the model, e.g. 10_000_000, 1e7, 10M (10M = 40 MB)",
     )
-    simulate.add_argument("--seed", type=int, metavar="S", help="random seed, to repeat a run (default: random)")
+    simulate.add_argument("--seed", type=_seed, metavar="S", help="random seed, to repeat a run (default: random)")
     simulate.add_argument("--keep", action="store_true", help="keep the global models global-round-0..R")
     return parser
 
@@ -621,8 +634,13 @@ update's status is OK (0), folds it into a running FedAvg weighted by the
 clients' example counts, streaming one update at a time (never all N in
 memory), stores global-round-R with metadata {"round", "contributors",
 "sha256"} and deletes the updates. Each aggregate is compared with a reference
-the clients fold in memory (numpy allclose). The table goes to stdout,
-progress bars to stderr. Models are stored as consecutive .npy records.
+the clients fold in memory (numpy allclose). Models are stored as
+consecutive .npy records (what np.save writes), which stream both ways.
+
+Reported per round: upload and download MiB/s over all clients, aggregation
+time and MiB/s, the aggregation's peak allocation (tracemalloc) and the
+process's peak RSS (resource.getrusage). The table goes to stdout, progress
+bars to stderr. Without --url it runs on the temp-file store.
 
 exit codes: 0 every round matched; 1 a mismatch or a storage failure; 2 usage
 or numpy missing (pip install 'modelstorage[simulate]')."""
@@ -678,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
     verbosity = getattr(args, "verbose", 0)
-    ctx = Context(getattr(args, "url", None), verbosity, getattr(args, "quiet", False), out, err)
+    ctx = Context(getattr(args, "url", None), getattr(args, "quiet", False), out, err)
     _configure_logging(verbosity, err)
     started = time.perf_counter()
     try:

@@ -488,7 +488,9 @@ def run_round(
     """One combiner round from ``global-round-{r-1}`` to ``global-round-{r}``."""
     total = config.clients * model_bytes
     for phase in ("download", "upload", "aggregate"):
-        progress.reset(tasks[phase], total=total, description=f"round {round_number}/{config.rounds} {phase}")
+        progress.reset(
+            tasks[phase], total=total, description=f"round {round_number}/{config.rounds} {phase}", visible=True
+        )
 
     reference = FedAvg(spec)
     rngs = [np.random.default_rng([seed, round_number, client]) for client in range(config.clients)]
@@ -536,7 +538,10 @@ def run_simulation(store: ModelStorage, config: SimulationConfig, progress: Prog
     started = time.perf_counter()
     written: list[str] = []
     reports: list[RoundReport] = []
-    tasks = {phase: progress.add_task(phase, total=None) for phase in ("download", "upload", "aggregate")}
+    # Hidden until the first round starts: seeding global-round-0 has nothing to show.
+    tasks = {
+        phase: progress.add_task(phase, total=None, visible=False) for phase in ("download", "upload", "aggregate")
+    }
     try:
         stat = store_global_model(store, global_model_id(0), initial_model(spec, np.random.default_rng([seed])), 0, 0)
         written.append(stat.model_id)
@@ -602,7 +607,7 @@ def render_report(report: SimulationReport, console: Console) -> None:
     )
     for header in headers:
         table.add_column(header, justify="right")
-    table.add_column("aggregate")
+    table.add_column("result")
     for r in report.rounds:
         table.add_row(
             str(r.round_number),

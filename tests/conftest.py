@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import objectstore_backends  # noqa: F401 - registers the object-store backends
 import pytest
 from backends import BACKENDS, CAPABILITIES, BackendSpec
 
@@ -25,6 +26,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     needed = [name for name in CAPABILITIES if name in metafunc.fixturenames]
     specs = [spec for spec in BACKENDS if all(getattr(spec, name) is not None for name in needed)]
+    # @pytest.mark.backends(predicate) narrows a test to the backends it is about.
+    for marker in metafunc.definition.iter_markers("backends"):
+        specs = [spec for spec in specs if marker.args[0](spec)]
     metafunc.parametrize("store_spec", [spec.param() for spec in specs], indirect=True)
 
 
