@@ -110,6 +110,9 @@ class MultipartSink:
             if part.done() and part.exception() is not None:
                 raise part.exception()  # type: ignore[misc]
         if self._upload_id is None:
+            if self._create and self._store.exist(self._model_id):
+                # Complete would refuse it anyway (If-None-Match); fail before sending the parts.
+                raise ModelExistsError(f"model {self._model_id!r} already exists")
             self._upload_id = self._store.call(
                 f"start upload of {self._model_id!r}", self._client.create_multipart, self._key
             )

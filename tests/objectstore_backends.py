@@ -15,8 +15,10 @@ removes everything under ``{root}/`` (and any upload left there) when the test e
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -44,12 +46,13 @@ class _Place:
     reopen: Callable[[], ModelStorage]
 
 
-_PLACES: dict[int, _Place] = {}
+# Every open store, reopened instances included, to the place it lives in.
+_PLACES: weakref.WeakKeyDictionary[ModelStorage, _Place] = weakref.WeakKeyDictionary()
 _BUCKETS: dict[str, str] = {}
 
 
 def _place(store: ModelStorage) -> _Place:
-    return _PLACES[id(store)]
+    return _PLACES[store]
 
 
 _RAW_CLIENTS: dict[str, object] = {}
@@ -85,13 +88,18 @@ def _remove_everything_under(raw, bucket: str, root: str) -> None:
 def _namespace(raw, bucket: str, build: Callable[[str], ObjectStoreModelStorage]) -> Iterator[ModelStorage]:
     root = f"t-{uuid.uuid4().hex[:12]}/"
     prefix = root + "tenant-a/"
-    store = build(prefix)
-    _PLACES[id(store)] = _Place(raw, bucket, root, lambda: build(prefix))
+
+    def open_here() -> ObjectStoreModelStorage:
+        opened = build(prefix)
+        _PLACES[opened] = place
+        return opened
+
+    place = _Place(raw, bucket, root, open_here)
+    store = open_here()
     try:
         yield store
     finally:
         store.close()
-        del _PLACES[id(store)]
         _remove_everything_under(raw, bucket, root)
 
 
@@ -171,13 +179,19 @@ def _on_server(fixture: str, adapter: str, metadata: str):
     return factory
 
 
+@functools.cache
+def _mock_raw_client():
+    # moto hooks every client made after it is imported, so one serves every mock.
+    return boto3.client("s3", region_name="us-east-1", aws_access_key_id="mock", aws_secret_access_key="mock")
+
+
 def _under_mock_aws(metadata: str):
     @contextlib.contextmanager
     def factory(request: pytest.FixtureRequest) -> Iterator[ModelStorage]:
         from moto import mock_aws
 
         with mock_aws():
-            raw = boto3.client("s3", region_name="us-east-1")
+            raw = _mock_raw_client()
             bucket = unique_bucket_name("models")
             raw.create_bucket(Bucket=bucket)
             build = lambda prefix: S3ModelStorage(  # noqa: E731
