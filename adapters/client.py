@@ -6,7 +6,9 @@ through ``classify``, into the errors below. Nothing SDK-specific passes it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -126,3 +128,57 @@ class ObjectClient(Protocol):
 
     def list_uploads(self, prefix: str) -> list[tuple[str, str]]: ...
     def close(self) -> None: ...
+
+
+Translate = Callable[[Exception, str], "StorageError | None"]
+"""An SDK file's one mapping: (its SDK's exception, bucket) -> the library's error, or None."""
+
+
+def _reraise(exc: Exception, translate: Translate, bucket: str):
+    if isinstance(exc, StorageError):
+        raise exc
+    error = translate(exc, bucket)
+    if error is None:
+        raise exc
+    raise error from None
+
+
+def translating(translate: Translate):
+    """Decorate an SDK file's client methods so only the library's errors come out."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - _reraise re-raises whatever it does not translate
+                _reraise(exc, translate, self.bucket)
+
+        return call
+
+    return decorate
+
+
+class ResponseBody(io.RawIOBase):
+    """An SDK's response stream: errors while reading translated, the connection released on close."""
+
+    def __init__(self, stream, bucket: str, translate: Translate, release: Callable[[], None]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._bucket = bucket
+        self._translate = translate
+        self._release = release
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self._stream.readinto(buffer)
+        except Exception as exc:  # noqa: BLE001 - _reraise re-raises whatever it does not translate
+            _reraise(exc, self._translate, self._bucket)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._release()
+        super().close()

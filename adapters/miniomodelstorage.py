@@ -6,11 +6,10 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 
 from __future__ import annotations
 
-import functools
-import io
 import logging
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
+from functools import partial
 from itertools import islice
 from urllib.parse import urlencode
 
@@ -25,7 +24,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from minio.helpers import md5sum_hash
 from minio.xml import Element, SubElement, getbytes
 
-from adapters.client import ObjectInfo, ObjectResponse, classify
+from adapters.client import ObjectInfo, ObjectResponse, ResponseBody, classify, translating
 from adapters.objectstore import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreModelStorage, url_settings
 from adapters.retry import RetryPolicy, TransientError
 from storage.errors import ConfigurationError, StorageError
@@ -33,52 +32,26 @@ from storage.errors import ConfigurationError, StorageError
 logger = logging.getLogger("modelstorage")
 
 
-def _translated(method):
-    """Run a MinIO SDK call and raise only the library's errors."""
+def _translate(exc: Exception, bucket: str) -> StorageError | None:
+    if isinstance(exc, S3Error):
+        status = exc.response.status if exc.response is not None else None
+        return classify(status, exc.code, exc.message or "", bucket=bucket)
+    if isinstance(exc, ServerError):
+        return classify(exc.status_code, None, str(exc), bucket=bucket)
+    if isinstance(exc, InvalidResponseError):
+        return classify(exc._code, None, "unexpected response", bucket=bucket)
+    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError)):
+        return TransientError(f"connection to MinIO failed: {type(exc).__name__}")
+    if isinstance(exc, MinioException):
+        return StorageError(f"MinIO request failed: {exc}")
+    return None
 
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except S3Error as exc:
-            status = exc.response.status if exc.response is not None else None
-            raise classify(status, exc.code, exc.message or "", bucket=self.bucket) from None
-        except ServerError as exc:
-            raise classify(exc.status_code, None, str(exc), bucket=self.bucket) from None
-        except InvalidResponseError as exc:
-            raise classify(exc._code, None, "unexpected response", bucket=self.bucket) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(f"connection to MinIO failed: {type(exc).__name__}") from None
-        except MinioException as exc:
-            raise StorageError(f"MinIO request failed: {exc}") from None
 
-    return call
+_translated = translating(_translate)
 
 
 def _quoted(etag: str) -> str:
     return etag if etag.startswith('"') else f'"{etag}"'
-
-
-class _Body(io.RawIOBase):
-    """urllib3's response, with stream errors translated and the connection released on close."""
-
-    def __init__(self, response, bucket: str) -> None:
-        super().__init__()
-        self._response = response
-        self.bucket = bucket
-
-    def readable(self) -> bool:
-        return True
-
-    @_translated
-    def readinto(self, buffer) -> int:
-        return self._response.readinto(buffer)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._response.close()
-            self._response.release_conn()
-        super().close()
 
 
 class _MinioClient:
@@ -115,7 +88,7 @@ class _MinioClient:
         info = ObjectInfo(
             size, _quoted(response.headers.get("ETag", "")), parsedate_to_datetime(response.headers["Last-Modified"])
         )
-        return ObjectResponse(info, _Body(response, self.bucket))
+        return ObjectResponse(info, ResponseBody(response, self.bucket, _translate, partial(_release, response)))
 
     @_translated
     def put(self, key: str, body, *, tags: dict[str, str] | None = None, if_none_match: bool = False) -> str:
@@ -191,6 +164,11 @@ class _MinioClient:
 
     def close(self) -> None:
         self._minio._http.clear()
+
+
+def _release(response) -> None:
+    response.close()
+    response.release_conn()
 
 
 def _tags(tags: dict[str, str]) -> Tags:

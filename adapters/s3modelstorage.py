@@ -7,8 +7,6 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 from __future__ import annotations
 
 import contextlib
-import functools
-import io
 import logging
 import os
 import threading
@@ -18,9 +16,10 @@ from urllib.parse import urlencode
 import boto3
 import botocore.exceptions as bce
 import botocore.session
+import urllib3
 from botocore.config import Config
 
-from adapters.client import ObjectInfo, ObjectResponse, classify
+from adapters.client import ObjectInfo, ObjectResponse, ResponseBody, classify, translating
 from adapters.objectstore import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreModelStorage, url_settings
 from adapters.retry import RetryPolicy, TransientError
 from storage.errors import ConfigurationError, StorageError, StoragePermissionError
@@ -35,56 +34,29 @@ _TRANSIENT = (
     bce.ResponseStreamingError,
     bce.IncompleteReadError,
     bce.HTTPClientError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
 )
 
 
-def _translated(method):
-    """Run a boto3 call and raise only the library's errors."""
-
-    @functools.wraps(method)
-    def call(self: _Boto3Client, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except bce.ClientError as exc:
-            raise _classify(exc, self.bucket) from None
-        except _TRANSIENT as exc:
-            raise TransientError(f"connection to S3 failed: {exc}") from None
-        except bce.NoCredentialsError:
-            raise StoragePermissionError(
-                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
-                "or run where an IAM role is available"
-            ) from None
-        except bce.BotoCoreError as exc:
-            raise StorageError(f"S3 request failed: {exc}") from None
-
-    return call
+def _translate(exc: Exception, bucket: str) -> StorageError | None:
+    if isinstance(exc, bce.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return classify(status, error.get("Code"), error.get("Message", ""), bucket=bucket)
+    if isinstance(exc, _TRANSIENT):
+        return TransientError(f"connection to S3 failed: {exc}")
+    if isinstance(exc, bce.NoCredentialsError):
+        return StoragePermissionError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "or run where an IAM role is available"
+        )
+    if isinstance(exc, bce.BotoCoreError):
+        return StorageError(f"S3 request failed: {exc}")
+    return None
 
 
-def _classify(exc: bce.ClientError, bucket: str) -> StorageError:
-    error = exc.response.get("Error", {})
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return classify(status, error.get("Code"), error.get("Message", ""), bucket=bucket)
-
-
-class _Body(io.RawIOBase):
-    """botocore's StreamingBody, with stream errors translated."""
-
-    def __init__(self, stream, bucket: str) -> None:
-        super().__init__()
-        self._stream = stream
-        self.bucket = bucket
-
-    def readable(self) -> bool:
-        return True
-
-    @_translated
-    def readinto(self, buffer) -> int:
-        return self._stream.readinto(buffer)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stream.close()
-        super().close()
+_translated = translating(_translate)
 
 
 class _Boto3Client:
@@ -125,7 +97,8 @@ class _Boto3Client:
             extra["IfMatch"] = if_match
         r = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
         size = int(r["ContentRange"].rsplit("/", 1)[1]) if r.get("ContentRange") else r["ContentLength"]
-        return ObjectResponse(ObjectInfo(size, r["ETag"], r["LastModified"]), _Body(r["Body"], self.bucket))
+        body = ResponseBody(r["Body"], self.bucket, _translate, r["Body"].close)
+        return ObjectResponse(ObjectInfo(size, r["ETag"], r["LastModified"]), body)
 
     @_translated
     def put(self, key: str, body, *, tags: dict[str, str] | None = None, if_none_match: bool = False) -> str:

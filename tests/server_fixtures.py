@@ -26,10 +26,7 @@ else:  # loaded as top-level module "server_fixtures" with tests/ on sys.path
 _startup_times: dict[str, float] = {}
 
 
-@pytest.fixture(scope="session")
-def seaweedfs_endpoint() -> Iterator[S3Endpoint]:
-    """A SeaweedFS S3 server for the whole session; stopped (TERM, then KILL after 5 s) at the end."""
-    server = SeaweedFSServer()
+def _serve(server, name: str) -> Iterator[S3Endpoint]:
     try:
         endpoint = server.start()
     except ServerStartError as e:
@@ -37,31 +34,24 @@ def seaweedfs_endpoint() -> Iterator[S3Endpoint]:
     else:
         error = None
     if error is not None:
-        pytest.fail(f"SeaweedFS test server could not start: {error}", pytrace=False)
-    _startup_times["seaweedfs"] = endpoint.startup_seconds
+        pytest.fail(f"{name} test server could not start: {error}", pytrace=False)
+    _startup_times[name] = endpoint.startup_seconds
     try:
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_endpoint() -> Iterator[S3Endpoint]:
+    """A SeaweedFS S3 server for the whole session; stopped (TERM, then KILL after 5 s) at the end."""
+    yield from _serve(SeaweedFSServer(), "seaweedfs")
 
 
 @pytest.fixture(scope="session")
 def moto_server_endpoint() -> Iterator[S3Endpoint]:
     """moto's ThreadedMotoServer on 127.0.0.1 for the whole session."""
-    server = MotoServer()
-    try:
-        endpoint = server.start()
-    except ServerStartError as e:
-        error = str(e)
-    else:
-        error = None
-    if error is not None:
-        pytest.fail(f"moto server could not start: {error}", pytrace=False)
-    _startup_times["moto-server"] = endpoint.startup_seconds
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+    yield from _serve(MotoServer(), "moto-server")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001

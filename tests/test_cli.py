@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,35 @@ def assert_one_line_error(result, exit_code: int, *fragments: str) -> None:
         assert fragment in stderr
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return (tmp_path / "models").as_uri()
+_CLI_BUCKETS: dict[str, str] = {}
+
+
+def _cli_bucket(endpoint) -> str:
+    if endpoint.endpoint_url not in _CLI_BUCKETS:
+        _CLI_BUCKETS[endpoint.endpoint_url] = f"cli-{uuid.uuid4().hex[:12]}"
+        endpoint.boto3_client().create_bucket(Bucket=_CLI_BUCKETS[endpoint.endpoint_url])
+    return _CLI_BUCKETS[endpoint.endpoint_url]
+
+
+@pytest.fixture(params=["tempfile", "s3-seaweedfs", "minio-seaweedfs"])
+def url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store every command test runs on: a temp-file folder, or a fresh prefix on SeaweedFS."""
+    if request.param == "tempfile":
+        return (tmp_path / "models").as_uri()
+    endpoint = request.getfixturevalue("seaweedfs_endpoint")
+    # The command's subprocesses take their credentials from the environment, as users do.
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", endpoint.access_key),
+        ("AWS_SECRET_ACCESS_KEY", endpoint.secret_key),
+        ("MINIO_ACCESS_KEY", endpoint.access_key),
+        ("MINIO_SECRET_KEY", endpoint.secret_key),
+    ):
+        monkeypatch.setenv(name, value)
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
+    bucket = _cli_bucket(endpoint)
+    if request.param == "s3-seaweedfs":
+        return f"s3://{bucket}/{prefix}?endpoint_url={endpoint.endpoint_url}&region={endpoint.region}"
+    return f"minio://{endpoint.netloc}/{bucket}/{prefix}?secure=false"
 
 
 @pytest.fixture
@@ -439,3 +466,30 @@ def _serialized(layers: list[np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     write_model(layers, buffer)
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("adapter", ["s3", "minio"])
+def test_object_store_failures_are_one_line_with_a_documented_exit_code(seaweedfs_endpoint, adapter) -> None:
+    ep = seaweedfs_endpoint
+    good = {
+        "AWS_ACCESS_KEY_ID": ep.access_key,
+        "AWS_SECRET_ACCESS_KEY": ep.secret_key,
+        "MINIO_ACCESS_KEY": ep.access_key,
+        "MINIO_SECRET_KEY": ep.secret_key,
+    }
+    wrong_secret = "wrong-" + uuid.uuid4().hex
+    wrong = {**good, "AWS_SECRET_ACCESS_KEY": wrong_secret, "MINIO_SECRET_KEY": wrong_secret}
+    bucket = _cli_bucket(ep)
+
+    def url_for(bucket_name: str) -> str:
+        if adapter == "s3":
+            return f"s3://{bucket_name}/p?endpoint_url={ep.endpoint_url}&region={ep.region}"
+        return f"minio://{ep.netloc}/{bucket_name}/p?secure=false"
+
+    missing = modelstorage("-u", url_for("no-such-bucket-" + uuid.uuid4().hex[:8]), "ls", env=_clean_env(**good))
+    assert_one_line_error(missing, 1, "does not exist", "create")
+    denied = modelstorage("-u", url_for(bucket), "ls", env=_clean_env(**wrong))
+    assert_one_line_error(denied, 1, "denied")
+    assert wrong_secret not in denied.stderr.decode() + denied.stdout.decode()
+    checked = modelstorage("-u", url_for(bucket), "check", env=_clean_env(**wrong))
+    assert checked.returncode == 11, checked.stdout

@@ -1,0 +1,185 @@
+"""What is measured: each candidate stores and loads whole models under a key.
+
+Adapters and local stores go through the ModelStorage API; the raw candidates
+make the SDK or file calls a caller would make without this library, with the
+SDK's defaults (boto3's default TransferConfig, MinIO's default part size).
+Every candidate keeps its keys under its own prefix of the run prefix.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adapters import MinioModelStorage, S3ModelStorage
+from benchmarks.endpoint import Target
+from storage import MemoryModelStorage, ModelStorage, TempModelStorage
+
+BOTO3, MINIO, FILE, MEMORY = "boto3", "minio", "file", "memory"
+
+
+@dataclass
+class Candidate:
+    """One way of putting and getting a model. ``raw`` ones are the baselines."""
+
+    name: str
+    sdk: str
+    raw: bool
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> object:
+        """The model's bytes, in whatever holder the call returns (bytes, BytesIO)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class StoreCandidate(Candidate):
+    store: ModelStorage = field(repr=False, default=None)  # type: ignore[assignment]
+    directory: Path | None = None
+    """A scratch folder removed at close (TempModelStorage's)."""
+
+    def put(self, key, data, metadata=None):
+        # FEDn's status is an integer; the raw calls can only send strings.
+        self.store.put(key, data, {k: int(v) for k, v in metadata.items()} if metadata else None)
+
+    def get(self, key):
+        found = self.store.get(key)
+        if found is None:
+            raise LookupError(f"{self.name}: {key} missing right after put")
+        return found
+
+    def close(self):
+        self.store.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class Boto3Objects(Candidate):
+    """boto3 ``put_object`` / ``get_object``: one request each way."""
+
+    s3: object = field(repr=False, default=None)
+    bucket: str = ""
+    prefix: str = ""
+
+    def put(self, key, data, metadata=None):
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, Metadata=metadata or {})
+
+    def get(self, key):
+        return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+
+
+@dataclass
+class Boto3Transfer(Boto3Objects):
+    """boto3's managed transfer (``upload_fileobj`` / ``download_fileobj``), default TransferConfig."""
+
+    def put(self, key, data, metadata=None):
+        extra = {"Metadata": metadata} if metadata else None
+        self.s3.upload_fileobj(io.BytesIO(data), self.bucket, self.prefix + key, ExtraArgs=extra)
+
+    def get(self, key):
+        buffer = io.BytesIO()
+        self.s3.download_fileobj(self.bucket, self.prefix + key, buffer)
+        return buffer
+
+
+@dataclass
+class MinioObjects(Candidate):
+    """The MinIO SDK's ``put_object`` (its own multipart above 5 MiB) / ``get_object``."""
+
+    minio: object = field(repr=False, default=None)
+    bucket: str = ""
+    prefix: str = ""
+
+    def put(self, key, data, metadata=None):
+        self.minio.put_object(self.bucket, self.prefix + key, io.BytesIO(data), len(data), metadata=metadata)
+
+    def get(self, key):
+        response = self.minio.get_object(self.bucket, self.prefix + key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+
+@dataclass
+class PlainFiles(Candidate):
+    """``open(path, "wb").write`` / ``open(path, "rb").read``: what TempModelStorage is held to."""
+
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-files-")))
+
+    def put(self, key, data, metadata=None):
+        with open(self.directory / key, "wb") as f:
+            f.write(data)
+
+    def get(self, key):
+        with open(self.directory / key, "rb") as f:
+            return f.read()
+
+    def close(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def s3_store(target: Target, prefix: str, metadata: str, **tuning) -> S3ModelStorage:
+    ep = target.endpoint
+    return S3ModelStorage(
+        target.bucket,
+        target.prefix + prefix,
+        endpoint_url=ep.endpoint_url,
+        region=ep.region,
+        access_key=ep.access_key,
+        secret_key=ep.secret_key,
+        metadata=metadata,
+        **tuning,
+    )
+
+
+def minio_store(target: Target, prefix: str, metadata: str, **tuning) -> MinioModelStorage:
+    ep = target.endpoint
+    return MinioModelStorage(
+        ep.netloc,
+        target.bucket,
+        target.prefix + prefix,
+        access_key=ep.access_key,
+        secret_key=ep.secret_key,
+        secure=ep.secure,
+        region=ep.region,
+        metadata=metadata,
+        **tuning,
+    )
+
+
+def adapter_store(target: Target, sdk: str, metadata: str, **tuning) -> ModelStorage:
+    make = s3_store if sdk == BOTO3 else minio_store
+    return make(target, f"{sdk}-{metadata}/", metadata, **tuning)
+
+
+def all_candidates(target: Target, tuning: dict | None = None) -> list[Candidate]:
+    """Every candidate, adapters first; ``tuning`` goes to the adapters' constructors."""
+    tuning = tuning or {}
+    ep, bucket, prefix = target.endpoint, target.bucket, target.prefix
+    s3, minio = ep.boto3_client(), ep.minio_client()
+    candidates: list[Candidate] = []
+    for sdk, label in ((BOTO3, "S3ModelStorage"), (MINIO, "MinioModelStorage")):
+        for mode in ("sidecar", "tags"):
+            store = adapter_store(target, sdk, mode, **tuning)
+            candidates.append(StoreCandidate(f"{label}[{mode}]", sdk, False, store))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    candidates += [
+        Boto3Transfer("boto3 upload/download_fileobj", BOTO3, True, s3, bucket, prefix + "raw-transfer/"),
+        Boto3Objects("boto3 put/get_object", BOTO3, True, s3, bucket, prefix + "raw-boto3/"),
+        MinioObjects("minio put/get_object", MINIO, True, minio, bucket, prefix + "raw-minio/"),
+        StoreCandidate("TempModelStorage", FILE, False, TempModelStorage(scratch), scratch),
+        PlainFiles("plain file write/read", FILE, True),
+        StoreCandidate("MemoryModelStorage", MEMORY, False, MemoryModelStorage()),
+    ]
+    return candidates

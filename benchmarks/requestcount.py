@@ -1,0 +1,152 @@
+"""HTTP requests per ModelStorage operation, counted rather than timed.
+
+Both SDKs send every request through urllib3's ``HTTPConnectionPool.urlopen``
+(botocore directly, the MinIO SDK through its PoolManager), so counting calls
+there counts what goes on the wire, including anything an SDK adds on its own.
+The SDKs' retries are off in the adapters, so no request is counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from urllib3.connectionpool import HTTPConnectionPool
+
+from benchmarks.candidates import BOTO3, MINIO, adapter_store
+from benchmarks.endpoint import Target
+from benchmarks.measure import KiB, MiB
+from storage import ModelStorage
+
+DELETE_BATCH = 1000  # S3's DeleteObjects and ListObjectsV2 page size
+
+
+def operation_name(method: str, url: str) -> str:
+    """The S3 operation a request is, from its method and query string."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    object_level = parts.path.strip("/").count("/") >= 1  # /bucket/key vs /bucket
+    if method == "GET":
+        if "tagging" in query:
+            return "GetObjectTagging"
+        return "GetObject" if object_level else "ListObjects"
+    if method == "HEAD":
+        return "HeadObject" if object_level else "HeadBucket"
+    if method == "PUT":
+        if "partNumber" in query:
+            return "UploadPart"
+        return "PutObjectTagging" if "tagging" in query else "PutObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        return "DeleteObjects" if "delete" in query else "POST"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    return method
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[Counter]:
+    """Count every urllib3 request made while the block runs, by S3 operation."""
+    counts: Counter = Counter()
+    lock = threading.Lock()
+    original = HTTPConnectionPool.urlopen
+
+    def urlopen(self, method, url, *args, **kwargs):
+        with lock:
+            counts[operation_name(method, url)] += 1
+        return original(self, method, url, *args, **kwargs)
+
+    HTTPConnectionPool.urlopen = urlopen
+    try:
+        yield counts
+    finally:
+        HTTPConnectionPool.urlopen = original
+
+
+@dataclass(frozen=True)
+class RequestCount:
+    store: str
+    operation: str
+    requests: int
+    breakdown: str
+    expected: int | None
+    """The most requests the operation should need; None where the brief sets no bound."""
+
+
+def _measure(name: str, operation: str, expected: int | None, action: Callable[[], object]) -> RequestCount:
+    with counting() as counts:
+        action()
+    breakdown = ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
+    return RequestCount(name, operation, sum(counts.values()), breakdown, expected)
+
+
+def _plant(target: Target, store: ModelStorage, n: int, sidecar: bool) -> None:
+    """``n`` models (and sidecars) written straight through boto3: fast, and not what is counted."""
+    s3 = target.endpoint.boto3_client(max_pool_connections=8)
+    keys = store.keys  # type: ignore[attr-defined]
+    names = [keys.model_key(f"m-{i:05d}") for i in range(n)]
+    if sidecar:
+        names += [keys.metadata_key(f"m-{i:05d}") for i in range(n)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=target.bucket, Key=key, Body=b"{}"), names))
+
+
+def expected_delete_all(n: int, sidecar: bool) -> int:
+    """Listings and batch deletes: one of each per 1000 keys under each prefix, plus the
+    listing that finds an empty page (an exact multiple of 1000, or no sidecars at all)."""
+    pages = math.ceil(n / DELETE_BATCH)
+    per_prefix = 2 * pages + (1 if n % DELETE_BATCH == 0 else 0)
+    return 2 * per_prefix if sidecar else per_prefix + 1
+
+
+def count_requests(target: Target, delete_all_n: int, log=print) -> list[RequestCount]:
+    rows: list[RequestCount] = []
+    small, chunk = os.urandom(64 * KiB), os.urandom(MiB)
+    for sdk, label in ((BOTO3, "S3ModelStorage"), (MINIO, "MinioModelStorage")):
+        for mode in ("sidecar", "tags"):
+            sidecar = mode == "sidecar"
+            name = f"{label}[{mode}]"
+            log(f"  requests: {name}")
+            with adapter_store(target, sdk, mode) as store:
+                store.exist("absent")  # the one-time bucket check a first 404 triggers is not counted below
+
+                def upload(store=store):
+                    writer = store.get_ptr("streamed")
+                    for _ in range(24):  # 24 MiB: three 8 MiB parts
+                        writer.write(chunk)
+                        store.set_model_metadata("streamed", 1)
+                    store.set_model_metadata("streamed", 0)
+                    writer.close()
+
+                rows += [
+                    _measure(name, "put 64 KiB with metadata", 2 if sidecar else 1,
+                             lambda s=store: s.put("m", small, {"status": 0})),
+                    _measure(name, "get 64 KiB", 1, lambda s=store: s.get("m")),
+                    _measure(name, "exist", 1, lambda s=store: s.exist("m")),
+                    _measure(name, "get_model_metadata", None, lambda s=store: s.get_model_metadata("m")),
+                    _measure(name, "set_model_metadata", None, lambda s=store: s.set_model_metadata("m", 2)),
+                    _measure(name, "stat", None, lambda s=store: s.stat("m")),
+                    _measure(name, "get_ptr: 24 x 1 MiB, status per chunk, close", None, upload),
+                    _measure(name, "open + read 24 MiB", None, lambda s=store: s.open("streamed").read()),
+                    _measure(name, "delete", 2, lambda s=store: s.delete("m")),
+                    _measure(name, "delete (absent)", 2, lambda s=store: s.delete("m")),
+                ]
+                store.delete_all()
+                _plant(target, store, delete_all_n, sidecar)
+                rows.append(
+                    _measure(name, f"delete_all of {delete_all_n} models", expected_delete_all(delete_all_n, sidecar),
+                             store.delete_all)
+                )
+                if store.list():
+                    raise AssertionError(f"{name}: delete_all left models behind")
+    return rows
