@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -134,10 +135,28 @@ Translate = Callable[[Exception, str], "StorageError | None"]
 """An SDK file's one mapping: (its SDK's exception, bucket) -> the library's error, or None."""
 
 
+def tls_failure(exc: BaseException) -> StorageError | None:
+    """A server certificate the client refused, however the SDK wrapped it: never worth a retry."""
+    pending: list[BaseException] = [exc]
+    for _ in range(32):  # SDKs nest a few levels deep; bounded all the same
+        if not pending:
+            return None
+        current = pending.pop()
+        if isinstance(current, ssl.SSLCertVerificationError):
+            reason = current.verify_message or current.reason or "certificate verify failed"
+            return StorageError(
+                f"TLS certificate verification failed ({reason}): trust the CA that signed the server's "
+                "certificate (S3ModelStorage takes verify='/path/to/ca.pem'), or fix the certificate"
+            )
+        nested = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+        pending.extend(e for e in nested if isinstance(e, BaseException))
+    return None
+
+
 def _reraise(exc: Exception, translate: Translate, bucket: str):
     if isinstance(exc, StorageError):
         raise exc
-    error = translate(exc, bucket)
+    error = tls_failure(exc) or translate(exc, bucket)
     if error is None:
         raise exc
     raise error from None

@@ -8,8 +8,10 @@ in ``adapters.transfer``, once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, classify
 from adapters.retry import RetryPolicy
 from adapters.transfer import MultipartSink, ObjectReader, read_whole
 from storage.config import parse_bool, reject_unknown_options
-from storage.errors import ConfigurationError, ModelNotFoundError
+from storage.errors import ConfigurationError, ModelNotFoundError, StorageUnavailableError
 from storage.ids import is_model_id
 from storage.modelstorage import Metadata, ModelStat, ModelStorage
 
@@ -119,6 +121,8 @@ class ObjectStoreModelStorage(ModelStorage):
         self.max_concurrency = max_concurrency
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelstorage")
         self._bucket_confirmed = False
+        self._abandoned: list[tuple[str, str]] = []  # (key, upload id) an outage kept us from aborting
+        self._abandoned_lock = threading.Lock()
         if create_bucket:
             if not self.call("check bucket", client.bucket_exists):
                 self.call("create bucket", client.create_bucket)
@@ -140,12 +144,54 @@ class ObjectStoreModelStorage(ModelStorage):
 
     def close(self) -> None:
         super().close()
+        self._abort_abandoned(self.retry)
+        with self._abandoned_lock:
+            if self._abandoned:
+                logger.warning(
+                    "%d multipart upload(s) under %r could not be aborted: abort them, or let a lifecycle rule "
+                    "(AbortIncompleteMultipartUpload) remove them",
+                    len(self._abandoned),
+                    self.keys.prefix,
+                )
         self.executor.shutdown(wait=True)
         self.client.close()
 
     def pending_uploads(self) -> list[tuple[str, str]]:
         """Multipart uploads under this store's prefix that were never finished."""
+        self._abort_abandoned(self.retry)
         return self.call("list uploads", self.client.list_uploads, self.keys.prefix)
+
+    def abort_upload(self, model_id: str, key: str, upload_id: str) -> None:
+        """Abort a failed or discarded multipart upload; if the store is unreachable, abort it later.
+
+        A write usually fails because the store stopped answering, and then
+        the abort cannot get through either. So it is tried once, keeping the
+        failure within the retry deadline, and an upload it could not abort is
+        aborted by this store's next write, ``pending_uploads`` or ``close``.
+        """
+        try:
+            self._abort(key, upload_id, RetryPolicy.none())
+        except StorageUnavailableError:
+            logger.warning("could not abort the upload of model %r now; will abort it later", model_id)
+            with self._abandoned_lock:
+                self._abandoned.append((key, upload_id))
+
+    def _abort(self, key: str, upload_id: str, policy: RetryPolicy) -> None:
+        with contextlib.suppress(ObjectNotFound):  # already gone
+            policy.call(f"abort upload of {key!r}", self.client.abort_multipart, key, upload_id)
+
+    def _abort_abandoned(self, policy: RetryPolicy) -> None:
+        with self._abandoned_lock:
+            pending, self._abandoned = self._abandoned, []
+        failed = []
+        for key, upload_id in pending:
+            try:
+                self._abort(key, upload_id, policy)
+            except StorageUnavailableError:
+                failed.append((key, upload_id))
+        if failed:
+            with self._abandoned_lock:
+                self._abandoned[:0] = failed
 
     # -- helpers ------------------------------------------------------------
 
@@ -243,19 +289,26 @@ class ObjectStoreModelStorage(ModelStorage):
         return io.BufferedReader(reader, buffer_size=MiB)  # type: ignore[return-value]
 
     def _open_sink(self, model_id: str, *, overwrite: bool) -> MultipartSink:
+        if self._abandoned:
+            self._abort_abandoned(RetryPolicy.none())
         return MultipartSink(self, self.client, self.executor, model_id, overwrite=overwrite)
 
     def _read_metadata(self, model_id: str) -> Metadata:
         record = self._record(model_id)
-        if record is not None:
-            return record[0]
-        if self.metadata_mode == codec.SIDECAR and self._head(model_id) is not None:
-            return {}  # a model written by another tool, without a sidecar
-        raise self._not_found(model_id)
+        if self.metadata_mode == codec.SIDECAR:
+            # The model object decides whether there is a model: a sidecar alone (one a write
+            # racing a delete put back) is not one; a model without one has {} (another tool wrote it).
+            if self._head(model_id) is None:
+                raise self._not_found(model_id)
+            return {} if record is None else record[0]
+        if record is None:
+            raise self._not_found(model_id)
+        return record[0]
 
     def _write_metadata(self, model_id: str, value: Metadata) -> None:
         record = self._record(model_id)
-        if record is None and (self.metadata_mode == codec.TAGS or self._head(model_id) is None):
+        missing = record is None if self.metadata_mode == codec.TAGS else self._head(model_id) is None
+        if missing:  # in sidecar mode the model object decides, as in _read_metadata
             raise self._not_found(model_id)
         sha256 = record[1] if record else None
         if self.metadata_mode == codec.TAGS:

@@ -100,15 +100,15 @@ class MultipartSink:
         wait(self._parts)  # a part still in flight would otherwise outlive the abort
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            with contextlib.suppress(ObjectNotFound):
-                self._store.call(
-                    f"abort upload of {self._model_id!r}", self._client.abort_multipart, self._key, upload_id
-                )
+            self._store.abort_upload(self._model_id, self._key, upload_id)
 
-    def _send_part(self) -> None:
+    def _raise_failed_part(self) -> None:
         for part in self._parts:
             if part.done() and part.exception() is not None:
                 raise part.exception()  # type: ignore[misc]
+
+    def _send_part(self) -> None:
+        self._raise_failed_part()
         if self._upload_id is None:
             if self._create and self._store.exist(self._model_id):
                 # Complete would refuse it anyway (If-None-Match); fail before sending the parts.
@@ -117,6 +117,13 @@ class MultipartSink:
                 f"start upload of {self._model_id!r}", self._client.create_multipart, self._key
             )
         self._slots.acquire()  # blocks the writer while max_concurrency parts are in flight
+        try:
+            # The slot may have been freed by a part that failed: then no new part starts
+            # its own retries, and the write fails within one retry deadline.
+            self._raise_failed_part()
+        except BaseException:
+            self._slots.release()
+            raise
         body, self._buffer = self._buffer, bytearray()
         number = len(self._parts) + 1
         try:

@@ -15,13 +15,14 @@ import io
 import json
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Protocol
 
-from storage.errors import IntegrityError, MetadataError, ModelNotFoundError
+from storage.errors import IntegrityError, MetadataError, ModelNotFoundError, StorageError
 from storage.ids import check_model_id
 
 logger = logging.getLogger("modelstorage")
@@ -199,13 +200,12 @@ class ModelWriter(io.BufferedIOBase):
 
 
 class _VerifyingReader(io.RawIOBase):
-    """Streams a model and raises IntegrityError at EOF if its SHA-256 differs."""
+    """Streams a model and, at EOF, hands its SHA-256 to ``verify`` (which raises IntegrityError)."""
 
-    def __init__(self, raw: BinaryIO, model_id: str, expected: str) -> None:
+    def __init__(self, raw: BinaryIO, verify: Callable[[str], None]) -> None:
         super().__init__()
         self._raw = raw
-        self._model_id = model_id
-        self._expected = expected
+        self._verify = verify
         self._hash = hashlib.sha256()
 
     def readable(self) -> bool:
@@ -217,7 +217,7 @@ class _VerifyingReader(io.RawIOBase):
         if n:
             self._hash.update(view[:n])
         elif view.nbytes:
-            _check_digest(self._model_id, self._expected, self._hash.hexdigest())
+            self._verify(self._hash.hexdigest())
         return n
 
     def close(self) -> None:
@@ -231,6 +231,16 @@ def _check_digest(model_id: str, expected: str, actual: str) -> None:
         raise IntegrityError(
             f"model {model_id!r} is corrupt: its SHA-256 is {actual}, but {expected} was recorded when it was written"
         )
+
+
+_RECHECKS = (0.0, 0.1, 0.2, 0.4)
+"""Pauses before re-reading a model's recorded SHA-256 after a mismatch (see ``ModelStorage._verify``)."""
+_REREADS = 3
+"""Verified ``get`` calls read a model replaced meanwhile again, this often in all."""
+
+
+class _ModelReplaced(StorageError):
+    """A verified read could not be checked: the model was replaced while it was read."""
 
 
 class ModelStorage(ABC):
@@ -258,11 +268,14 @@ class ModelStorage(ABC):
         recorded at write time and IntegrityError is raised on a mismatch.
         """
         check_model_id(model_id)
-        expected = self._expected_digest(model_id) if verify else None
-        buffer = self._read(model_id)
-        if buffer is not None and expected is not None:
-            _check_digest(model_id, expected, hashlib.sha256(buffer.getbuffer()).hexdigest())
-        return buffer
+        if not verify:
+            return self._read(model_id)
+        for _ in range(_REREADS - 1):
+            try:
+                return self._read_verified(model_id)
+            except _ModelReplaced:
+                continue
+        return self._read_verified(model_id)
 
     def get_ptr(self, model_id: str) -> ModelWriter:
         """The open writer for ``model_id``: the same object until it is closed."""
@@ -345,11 +358,12 @@ class ModelStorage(ABC):
     def open(self, model_id: str, *, verify: bool = False) -> BinaryIO:
         """A streaming reader; ModelNotFoundError if the model is missing."""
         check_model_id(model_id)
-        expected = self._expected_digest(model_id) if verify else None
+        before = self._stat(model_id) if verify else None
         reader = self._open_reader(model_id)
-        if expected is None:
+        if not verify:
             return reader
-        return io.BufferedReader(_VerifyingReader(reader, model_id, expected), CHUNK_SIZE)  # type: ignore[return-value]
+        verifying = _VerifyingReader(reader, lambda actual: self._verify(model_id, before, actual))
+        return io.BufferedReader(verifying, CHUNK_SIZE)  # type: ignore[return-value]
 
     def list(self) -> list[str]:
         """The ids of every committed model, sorted."""
@@ -393,13 +407,39 @@ class ModelStorage(ABC):
             if self._writers.get(writer.model_id) is writer:
                 del self._writers[writer.model_id]
 
-    def _expected_digest(self, model_id: str) -> str | None:
-        found = self._stat(model_id)
-        if found is None:
-            return None
-        if found.sha256 is None:
+    def _read_verified(self, model_id: str) -> io.BytesIO | None:
+        before = self._stat(model_id)
+        buffer = self._read(model_id)
+        if buffer is not None:
+            self._verify(model_id, before, hashlib.sha256(buffer.getbuffer()).hexdigest())
+        return buffer
+
+    def _verify(self, model_id: str, before: ModelStat | None, actual: str) -> None:
+        """Raise IntegrityError unless ``actual`` is the SHA-256 recorded for the bytes read.
+
+        Every backend reads one whole version, but a model replaced meanwhile
+        is not corrupt: its digest is recorded at (for an object store's
+        sidecar, right after) the commit. So a mismatch is checked again after
+        short pauses; it is corruption only if the model, as recorded before
+        the read, is still the same and still disagrees with the bytes.
+        Otherwise ``_ModelReplaced`` says the read should be repeated.
+        """
+        recorded = before
+        for pause in _RECHECKS:
+            if recorded is not None and recorded.sha256 == actual:
+                return
+            time.sleep(pause)
+            now = self._stat(model_id)
+            if pause and now == recorded:
+                break  # the record stands still
+            recorded = now
+        if recorded is not None and recorded.sha256 == actual:
+            return
+        if recorded != before:
+            raise _ModelReplaced(f"model {model_id!r} was replaced while being read with verify=True; read it again")
+        if recorded is None or recorded.sha256 is None:
             raise IntegrityError(f"model {model_id!r} has no recorded SHA-256 to verify against")
-        return found.sha256
+        _check_digest(model_id, recorded.sha256, actual)
 
     # -- primitives: what a backend implements ------------------------------
 

@@ -21,7 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.errors import ModelExistsError, ModelNotFoundError, StorageError, StoragePermissionError
+from storage.errors import (
+    ConfigurationError,
+    ModelExistsError,
+    ModelNotFoundError,
+    StorageError,
+    StoragePermissionError,
+)
 from storage.ids import is_model_id
 from storage.modelstorage import Metadata, ModelStat, ModelStorage
 
@@ -75,7 +81,10 @@ class TempModelStorage(ModelStorage):
         self.fsync = fsync
         self._lock = threading.Lock()
         with _os_errors(f"create model folder {self.directory}"):
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except FileExistsError:
+                raise ConfigurationError(f"{self.directory} exists and is not a folder; name a folder") from None
 
     def __repr__(self) -> str:
         return f"TempModelStorage({str(self.directory)!r}, fsync={self.fsync})"
@@ -109,6 +118,16 @@ class TempModelStorage(ModelStorage):
         return record if record.get("version") == _version(st) else None
 
     def _write_record(self, model_id: str, st: os.stat_result, sha256: str | None, metadata: Metadata) -> None:
+        tmp = self._prepare_record(model_id, st, sha256, metadata)
+        try:
+            os.replace(tmp, self._record_path(model_id))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _prepare_record(self, model_id: str, st: os.stat_result, sha256: str | None, metadata: Metadata) -> str:
+        """Write the record to a temporary file (where a full disk shows) and return its path."""
         record = {"version": _version(st), "sha256": sha256, "metadata": metadata}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
         try:
@@ -117,11 +136,11 @@ class TempModelStorage(ModelStorage):
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
-            os.replace(tmp, self._record_path(model_id))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        return tmp
 
     # -- primitives --------------------------------------------------------
 
@@ -199,21 +218,30 @@ class TempModelStorage(ModelStorage):
     ) -> None:
         target = self._model_path(model_id)
         with self._lock, _os_errors(f"commit model {model_id!r}"):
+            # The record is written before the model moves into place, so a
+            # full disk (or a crash) while writing it leaves the previous
+            # version as it was; what remains are two renames.
+            record_tmp = self._prepare_record(model_id, st, sha256, metadata)
             try:
-                if overwrite:
-                    os.replace(tmp, target)
-                else:
-                    try:
-                        os.link(tmp, target)  # fails if the id is taken, atomically across processes
-                    except FileExistsError:
-                        raise ModelExistsError(f"model {model_id!r} already exists") from None
-                    os.unlink(tmp)
-            except FileNotFoundError:
-                raise StorageError(
-                    f"the write of model {model_id!r} was discarded: its temporary file was removed "
-                    "(by delete_all of another process?)"
-                ) from None
-            self._write_record(model_id, st, sha256, metadata)
+                try:
+                    if overwrite:
+                        os.replace(tmp, target)
+                    else:
+                        try:
+                            os.link(tmp, target)  # fails if the id is taken, atomically across processes
+                        except FileExistsError:
+                            raise ModelExistsError(f"model {model_id!r} already exists") from None
+                        os.unlink(tmp)
+                except FileNotFoundError:
+                    raise StorageError(
+                        f"the write of model {model_id!r} was discarded: its temporary file was removed "
+                        "(by delete_all of another process?)"
+                    ) from None
+                os.replace(record_tmp, self._record_path(model_id))
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(record_tmp)
+                raise
             if self.fsync:
                 _fsync_directory(self.directory)
 

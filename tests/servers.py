@@ -272,8 +272,7 @@ class SeaweedFSServer:
             secret_key=self.secret_key,
             region=self.region,
             startup_seconds=time.monotonic() - t0,
-            extra={"pid": self.proc.pid if self.proc else None, "log": str(self.log_path),
-                   "ports": dict(self.ports)},
+            extra={"pid": self.proc.pid if self.proc else None, "log": str(self.log_path), "ports": dict(self.ports)},
         )
         return self.endpoint
 
@@ -285,22 +284,34 @@ class SeaweedFSServer:
         args = [
             # glog flags go before the sub-command: log to stderr (our log file) instead of
             # /tmp/weed.* files; read *.toml only from our workdir, not ~/.seaweedfs or /etc/seaweedfs.
-            weed, "-logtostderr", f"-config_dir={self.workdir}", "server",
+            weed,
+            "-logtostderr",
+            f"-config_dir={self.workdir}",
+            "server",
             f"-dir={self.workdir / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-            "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
             f"-s3.config={cfg_path}",
             # Other listeners weed server would open on fixed default ports: turn them off.
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             # Behave like AWS: PUT into a missing bucket is NoSuchBucket (default auto-creates it for
             # Admin identities), and deleting a non-empty bucket is BucketNotEmpty.
-            "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
-            f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}", "-volume.max=0",
-            "-volume.preStopSeconds=0",   # default waits 10 s on SIGTERM
-            "-master.telemetry=false",    # no network calls home
+            "-s3.autoCreateBucket=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
+            f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",  # default waits 10 s on SIGTERM
+            "-master.telemetry=false",  # no network calls home
         ]
         self.log_path = self.workdir / f"weed-{attempt}.log"
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in _terminate
@@ -344,8 +355,10 @@ class SeaweedFSServer:
                 return
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
                 last = f"{type(e).__name__}: {e}"
-                if isinstance(e, botocore.exceptions.ClientError) and \
-                        e.response.get("Error", {}).get("Code") == "BucketAlreadyExists":
+                if (
+                    isinstance(e, botocore.exceptions.ClientError)
+                    and e.response.get("Error", {}).get("Code") == "BucketAlreadyExists"
+                ):
                     bucket_made = True
             if time.monotonic() > deadline:
                 raise ServerStartError(
@@ -388,8 +401,14 @@ class MotoServer:
     ``mock_aws`` exit resets those backends, so do not mix both in one test, and create buckets per test.
     """
 
-    def __init__(self, *, access_key: str = "testing", secret_key: str = "testing",
-                 region: str = DEFAULT_REGION, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        access_key: str = "testing",
+        secret_key: str = "testing",
+        region: str = DEFAULT_REGION,
+        startup_timeout: float = 30.0,
+    ) -> None:
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
@@ -420,7 +439,8 @@ class MotoServer:
         import botocore.exceptions
 
         client = S3Endpoint("moto", url, self.access_key, self.secret_key, self.region).boto3_client(
-            connect_timeout=1, read_timeout=5)
+            connect_timeout=1, read_timeout=5
+        )
         deadline = t0 + self.startup_timeout
         while True:
             try:
@@ -432,8 +452,12 @@ class MotoServer:
                     raise ServerStartError(f"moto server on {url} not answering: {e}") from e
                 time.sleep(0.1)
         self.endpoint = S3Endpoint(
-            name="moto-server", endpoint_url=url, access_key=self.access_key, secret_key=self.secret_key,
-            region=self.region, startup_seconds=time.monotonic() - t0,
+            name="moto-server",
+            endpoint_url=url,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=self.region,
+            startup_seconds=time.monotonic() - t0,
         )
         return self.endpoint
 

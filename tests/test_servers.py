@@ -58,8 +58,10 @@ def test_seaweedfs_requires_credentials(seaweedfs_endpoint):
     bucket = _bucket()
     good.create_bucket(Bucket=bucket)
     bad = type(seaweedfs_endpoint)(
-        name="bad", endpoint_url=seaweedfs_endpoint.endpoint_url,
-        access_key=seaweedfs_endpoint.access_key, secret_key="wrong-secret",
+        name="bad",
+        endpoint_url=seaweedfs_endpoint.endpoint_url,
+        access_key=seaweedfs_endpoint.access_key,
+        secret_key="wrong-secret",
         region=seaweedfs_endpoint.region,
     ).boto3_client()
     with pytest.raises(ClientError) as ei:
