@@ -36,6 +36,9 @@ class Candidate:
         """The model's bytes, in whatever holder the call returns (bytes, BytesIO)."""
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -56,6 +59,9 @@ class StoreCandidate(Candidate):
             raise LookupError(f"{self.name}: {key} missing right after put")
         return found
 
+    def delete(self, key):
+        self.store.delete(key)
+
     def close(self):
         self.store.close()
         if self.directory is not None:
@@ -75,6 +81,9 @@ class Boto3Objects(Candidate):
 
     def get(self, key):
         return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+
+    def delete(self, key):
+        self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
 @dataclass
@@ -110,6 +119,9 @@ class MinioObjects(Candidate):
             response.close()
             response.release_conn()
 
+    def delete(self, key):
+        self.minio.remove_object(self.bucket, self.prefix + key)
+
 
 @dataclass
 class PlainFiles(Candidate):
@@ -124,6 +136,9 @@ class PlainFiles(Candidate):
     def get(self, key):
         with open(self.directory / key, "rb") as f:
             return f.read()
+
+    def delete(self, key):
+        (self.directory / key).unlink()
 
     def close(self):
         shutil.rmtree(self.directory, ignore_errors=True)

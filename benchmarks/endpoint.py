@@ -37,6 +37,11 @@ class Target:
     prefix: str
     description: str
 
+    @property
+    def server_pid(self) -> int | None:
+        """The local server's process, whose CPU use is measured; None for a remote endpoint."""
+        return self.endpoint.extra.get("pid")
+
     def as_dict(self) -> dict:
         """What a child process needs to reach the same place (sent on stdin, never argv)."""
         ep = self.endpoint

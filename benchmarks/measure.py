@@ -8,6 +8,7 @@ not reported (None) rather than guessed.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -49,23 +50,48 @@ def peak_rss() -> int | None:
     return None if kib is None else kib * KiB
 
 
+def process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds another process has used so far (Linux), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Timed:
     seconds: float
     peak_growth: int | None
     """Highest RSS during the call minus RSS just before it, in bytes."""
+    client_cpu: float
+    """CPU seconds of this process (every thread) during the call."""
+    server_cpu: float | None
+    """CPU seconds of the server process during the call, when it runs on this machine."""
     result: Any
 
 
-def timed(fn: Callable[..., Any], *args: Any, track_memory: bool = True) -> Timed:
-    """Run ``fn`` once, on a collected heap, timing it and watching its peak RSS."""
+def timed(fn: Callable[..., Any], *args: Any, track_memory: bool = True, server_pid: int | None = None) -> Timed:
+    """Run ``fn`` once, on a collected heap, timing it and watching its peak RSS and CPU use.
+
+    On a CPU-bound machine CPU seconds per byte are steadier than wall time:
+    other load on the machine stretches wall time but barely changes them.
+    """
     gc.collect()
     before = rss() if track_memory and reset_peak() else None
+    server_before = process_cpu(server_pid)
+    cpu_before = time.process_time()
     started = time.perf_counter()
     result = fn(*args)
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    server_after = process_cpu(server_pid)
+    server = None if server_before is None or server_after is None else server_after - server_before
     peak = peak_rss() if before is not None else None
-    return Timed(seconds, None if peak is None or before is None else max(0, peak - before), result)
+    return Timed(seconds, None if peak is None or before is None else max(0, peak - before), cpu, server, result)
 
 
 def median(values: list[float]) -> float:
@@ -93,3 +119,39 @@ def parse_size(text: str) -> int:
         if text.endswith(suffix):
             return int(float(text[:-1]) * unit)
     return int(text)
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds all CPUs have spent busy since boot (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OutsideLoad:
+    """How busy other processes kept the machine while a section ran.
+
+    Busy CPU time of the whole machine minus this process's and the server's:
+    on a shared machine this says how much of the spread is someone else's work.
+    """
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self._server_pid = server_pid
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float | None, float, float | None]:
+        own = os.times()  # this process and its finished children (the memory probes)
+        own_cpu = own.user + own.system + own.children_user + own.children_system
+        return time.monotonic(), _machine_busy(), own_cpu, process_cpu(self._server_pid)
+
+    def cpus(self) -> float | None:
+        """Average number of CPUs others kept busy since this object was made."""
+        (t0, busy0, own0, srv0), (t1, busy1, own1, srv1) = self._start, self._snapshot()
+        if busy0 is None or busy1 is None or t1 <= t0:
+            return None
+        server = (srv1 - srv0) if srv0 is not None and srv1 is not None else 0.0
+        return max(0.0, (busy1 - busy0) - (own1 - own0) - server) / (t1 - t0)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.candidates import Candidate
-from benchmarks.measure import KiB, MiB, median, size_label, spread, timed
+from benchmarks.candidates import BOTO3, MINIO, Candidate
+from benchmarks.measure import GiB, KiB, MiB, Timed, median, size_label, spread, timed
 
 SMALL = 64 * KiB
-KEY = "model"  # one key per candidate, overwritten: stores hold one large model at a time
+MIN_SECONDS = 0.05
+"""A sample repeats a call until this much time has passed: one fast call is too short to time alone."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Sample:
     size: int
     seconds: float
     peak_growth: int | None
+    client_cpu: float
+    server_cpu: float | None
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Summary:
     spread: float
     peak_growth: int | None
     """The highest peak RSS growth seen over the repeats."""
+    client_cpu_per_gib: float
+    server_cpu_per_gib: float | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,33 @@ def _same(result: object, data: bytes) -> bool:
         return view == data
 
 
+def _repeated(call, *args) -> tuple[int, object]:
+    """(calls made, last result): ``call`` run until MIN_SECONDS have passed, at least once."""
+    started, calls, result = time.perf_counter(), 0, None
+    while True:
+        result = None  # the previous model is freed before the next call, not held beside it
+        result = call(*args)
+        calls += 1
+        if time.perf_counter() - started >= MIN_SECONDS:
+            return calls, result
+
+
+class _NewKeys:
+    """Puts under a new key each call, as a combiner stores each update under a new uuid:
+    overwriting one key would time truncation and replace-by-rename, which real workloads rarely do."""
+
+    def __init__(self, candidate: Candidate, prefix: str) -> None:
+        self.candidate, self.prefix, self.keys = candidate, prefix, []
+
+    def put(self, data: bytes) -> None:
+        self.keys.append(f"{self.prefix}-{len(self.keys)}")
+        self.candidate.put(self.keys[-1], data)
+
+    def delete_all(self) -> None:
+        for key in self.keys:
+            self.candidate.delete(key)
+
+
 def warm_up(candidates: list[Candidate]) -> None:
     """One untimed round trip each: connections, credential lookups, lazily built transfer managers."""
     data = os.urandom(MiB)
@@ -69,7 +102,11 @@ def warm_up(candidates: list[Candidate]) -> None:
 
 
 def run_sizes(
-    candidates: list[Candidate], sizes: list[int], repeats: Callable[[int], int], log=print
+    candidates: list[Candidate],
+    sizes: list[int],
+    repeats: Callable[[int], int],
+    log=print,
+    server_pid: int | None = None,
 ) -> list[Sample]:
     samples: list[Sample] = []
     for size in sizes:
@@ -77,14 +114,24 @@ def run_sizes(
         for rep in range(repeats(size)):
             log(f"  {size_label(size)}: repeat {rep + 1}/{repeats(size)}")
             for candidate in _rotated(candidates, rep):
-                for op, call in (("put", lambda c=candidate: c.put(KEY, data)), ("get", lambda c=candidate: c.get(KEY))):
-                    t = timed(call)
-                    if op == "get" and not _same(t.result, data):
-                        raise AssertionError(f"{candidate.name} returned other bytes than it was given")
-                    samples.append(Sample(candidate.name, op, size, t.seconds, t.peak_growth))
-                    del t
-        del data
+                written = _NewKeys(candidate, f"model-{size}-{rep}")
+                put = timed(_repeated, written.put, data, server_pid=server_pid)
+                samples.append(_sample(candidate, "put", size, put))
+                got = timed(_repeated, candidate.get, written.keys[-1], server_pid=server_pid)
+                if not _same(got.result[1], data):
+                    raise AssertionError(f"{candidate.name} returned other bytes than it was given")
+                samples.append(_sample(candidate, "get", size, got))
+                del got  # the model it holds would otherwise count against the next call's memory
+                written.delete_all()  # untimed: keeps stores (and page cache) from filling up
     return samples
+
+
+def _sample(candidate: Candidate, op: str, size: int, t: Timed) -> Sample:
+    """Per-call figures of a timed ``_repeated`` run."""
+    calls = t.result[0]
+    # Local stores do not use the server: its CPU during their calls is someone else's.
+    server_cpu = t.server_cpu / calls if t.server_cpu is not None and candidate.sdk in (BOTO3, MINIO) else None
+    return Sample(candidate.name, op, size, t.seconds / calls, t.peak_growth, t.client_cpu / calls, server_cpu)
 
 
 def summarize(samples: list[Sample]) -> list[Summary]:
@@ -95,7 +142,13 @@ def summarize(samples: list[Sample]) -> list[Summary]:
     for (candidate, op, size), group in groups.items():
         rates = [size / MiB / s.seconds for s in group]
         peaks = [s.peak_growth for s in group if s.peak_growth is not None]
-        summaries.append(Summary(candidate, op, size, median(rates), spread(rates), max(peaks) if peaks else None))
+        gib = size / GiB
+        client = median([s.client_cpu / gib for s in group])
+        servers = [s.server_cpu / gib for s in group if s.server_cpu is not None]
+        server = median(servers) if servers else None
+        summaries.append(
+            Summary(candidate, op, size, median(rates), spread(rates), max(peaks) if peaks else None, client, server)
+        )
     return summaries
 
 
@@ -129,5 +182,9 @@ def summarize_small(samples: list[SmallSample]) -> dict[tuple[str, str], tuple[f
     return {key: (median(v), spread(v)) for key, v in groups.items()}
 
 
+_STARTED = time.monotonic()
+
+
 def stderr_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress on stderr, with the seconds since start (the report goes to stdout)."""
+    print(f"[{time.monotonic() - _STARTED:5.0f}s] {message}", file=sys.stderr, flush=True)
