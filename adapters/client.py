@@ -192,8 +192,16 @@ class ResponseBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        return self._translated(self._stream.readinto, buffer)
+
+    def readall(self) -> bytes:
+        # RawIOBase's own readall loops readinto 8 KiB at a time; the SDK stream
+        # reads the whole body in one call (and checks its length).
+        return self._translated(self._stream.read)
+
+    def _translated(self, read, *args):
         try:
-            return self._stream.readinto(buffer)
+            return read(*args)
         except Exception as exc:  # noqa: BLE001 - _reraise re-raises whatever it does not translate
             _reraise(exc, self._translate, self._bucket)
 
