@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import boto3
 import botocore.exceptions as bce
+import botocore.handlers
 import botocore.session
 import urllib3
 from botocore.config import Config
@@ -214,7 +215,12 @@ def make_s3_client(
     session = boto3.session.Session(
         aws_access_key_id=access_key, aws_secret_access_key=secret_key, botocore_session=_botocore_session()
     )
-    return session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+    client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
+    # botocore asks for "100 Continue" before every PUT body: a round trip per
+    # request, and after an empty body SeaweedFS's answer desynchronizes the
+    # connection (the next request on it times out).
+    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    return client
 
 
 _shared_loader = None

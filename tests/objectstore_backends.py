@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 from backends import BackendSpec, register
-from servers import S3Endpoint, unique_bucket_name
+from servers import S3Endpoint, make_moto_conditional_writes_atomic, unique_bucket_name
 
 from adapters import MinioModelStorage, S3ModelStorage
 from adapters.objectstore import MIN_PART_SIZE, ObjectStoreModelStorage
@@ -190,6 +190,7 @@ def _under_mock_aws(metadata: str):
     def factory(request: pytest.FixtureRequest) -> Iterator[ModelStorage]:
         from moto import mock_aws
 
+        make_moto_conditional_writes_atomic()
         with mock_aws():
             raw = _mock_raw_client()
             bucket = unique_bucket_name("models")

@@ -36,6 +36,7 @@ __all__ = [
     "SeaweedFSServer",
     "MotoServer",
     "find_weed",
+    "make_moto_conditional_writes_atomic",
     "free_ports",
     "unique_bucket_name",
 ]
@@ -394,6 +395,34 @@ class SeaweedFSServer:
             self.workdir = None
 
 
+_moto_patch_lock = threading.Lock()
+
+
+def make_moto_conditional_writes_atomic() -> None:
+    """Serialize moto's PutObject and CompleteMultipartUpload handlers (idempotent).
+
+    moto checks ``If-None-Match: *`` and then stores the object in two steps, so two racing
+    creates can both succeed, which S3, MinIO and SeaweedFS never allow. The race tests
+    check that the adapters leave the decision to the server; this makes moto decide
+    atomically, like the servers it stands in for.
+    """
+    from moto.s3.responses import S3Response
+
+    with _moto_patch_lock:
+        if getattr(S3Response, "_modelstorage_serialized", False):
+            return
+        handler_lock = threading.RLock()
+        for name in ("put_object", "_key_response_post"):
+            original = getattr(S3Response, name)
+
+            def serialized(self, *args, _original=original, **kwargs):
+                with handler_lock:
+                    return _original(self, *args, **kwargs)
+
+            setattr(S3Response, name, serialized)
+        S3Response._modelstorage_serialized = True
+
+
 class MotoServer:
     """moto's ThreadedMotoServer on 127.0.0.1 and a free port (the OS picks it; no race).
 
@@ -425,6 +454,7 @@ class MotoServer:
     def start(self) -> S3Endpoint:
         from moto.server import ThreadedMotoServer
 
+        make_moto_conditional_writes_atomic()
         t0 = time.monotonic()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         # start() waits on an Event that is never set if the bind fails: run it with a bound.
