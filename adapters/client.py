@@ -33,10 +33,6 @@ class PreconditionFailed(StorageError):
     """If-None-Match / If-Match did not hold."""
 
 
-class RangeNotSatisfiable(StorageError):
-    """A ranged GET of an empty object."""
-
-
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 _TRANSIENT_CODES = _THROTTLED | {
     "InternalError",
@@ -70,8 +66,6 @@ def classify(status: int | None, code: str | None, message: str, *, bucket: str)
         return ObjectNotFound(detail)
     if code in ("PreconditionFailed",) or status == 412:
         return PreconditionFailed(detail)
-    if code == "InvalidRange" or status == 416:
-        return RangeNotSatisfiable(detail)
     if code in _TRANSIENT_CODES or status in (429, 500, 502, 503, 504):
         return TransientError(f"transient S3 error {detail}")
     if code in _DENIED_CODES or status in (401, 403):
@@ -112,11 +106,9 @@ class ObjectClient(Protocol):
     def get(
         self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None
     ) -> ObjectResponse: ...
-    def put(
-        self, key: str, body: bytes | bytearray, *, tags: dict[str, str] | None = None, if_none_match: bool = False
-    ) -> str: ...
+    def put(self, key: str, body: bytes, *, tags: dict[str, str] | None = None, if_none_match: bool = False) -> str: ...
     def create_multipart(self, key: str) -> str: ...
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray) -> str: ...
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str: ...
     def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *, if_none_match: bool = False
     ) -> str: ...
@@ -193,6 +185,11 @@ class ResponseBody(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         return self._translated(self._stream.readinto, buffer)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        return self._translated(self._stream.read, size)  # up to ``size`` bytes, not one socket read
 
     def readall(self) -> bytes:
         # RawIOBase's own readall loops readinto 8 KiB at a time; the SDK stream

@@ -97,7 +97,7 @@ class _MinioClient:
             headers["x-amz-tagging"] = urlencode(tags)
         if if_none_match:
             headers["If-None-Match"] = "*"
-        return _quoted(self._minio._put_object(self.bucket, key, bytes(body), headers=headers).etag)
+        return _quoted(self._minio._put_object(self.bucket, key, body, headers=headers).etag)
 
     @_translated
     def create_multipart(self, key: str) -> str:
@@ -105,7 +105,7 @@ class _MinioClient:
 
     @_translated
     def upload_part(self, key: str, upload_id: str, number: int, body) -> str:
-        return self._minio._upload_part(self.bucket, key, bytes(body), None, upload_id, number)
+        return self._minio._upload_part(self.bucket, key, body, None, upload_id, number)
 
     @_translated
     def complete_multipart(
@@ -241,6 +241,7 @@ class MinioModelStorage(ObjectStoreModelStorage):
         retry: RetryPolicy | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        ranged_get_threshold: int | None = None,
         create_bucket: bool = False,
         client: Minio | None = None,
     ) -> None:
@@ -264,6 +265,7 @@ class MinioModelStorage(ObjectStoreModelStorage):
             retry=retry,
             part_size=part_size,
             max_concurrency=max_concurrency,
+            ranged_get_threshold=ranged_get_threshold,
             create_bucket=create_bucket,
         )
 

@@ -30,18 +30,19 @@ logger = logging.getLogger("modelstorage")
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
-DEFAULT_PART_SIZE = 8 * MiB
-DEFAULT_MAX_CONCURRENCY = 8
+DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_MAX_CONCURRENCY = 4
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
 
 
-_URL_INTS = {"part_size", "max_concurrency"}
+_URL_INTS = {"part_size", "max_concurrency", "ranged_get_threshold"}
+_URL_SHARED = {"metadata", "create_bucket"} | _URL_INTS
 _URL_BOOLS = {"create_bucket", "verify", "secure"}
 
 
 def url_settings(scheme: str, options: dict[str, str], *, extra: set[str]) -> dict[str, object]:
     """Constructor keywords from a URL's query: the shared ones plus ``extra``."""
-    reject_unknown_options(scheme, options, {"metadata", "part_size", "max_concurrency", "create_bucket"} | extra)
+    reject_unknown_options(scheme, options, _URL_SHARED | extra)
     settings: dict[str, object] = {}
     for name, value in options.items():
         if name in _URL_INTS:
@@ -104,6 +105,7 @@ class ObjectStoreModelStorage(ModelStorage):
         retry: RetryPolicy | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        ranged_get_threshold: int | None = None,
         create_bucket: bool = False,
     ) -> None:
         super().__init__()
@@ -113,12 +115,15 @@ class ObjectStoreModelStorage(ModelStorage):
             raise ConfigurationError(f"part_size must be between 5 MiB and 5 GiB, not {part_size}")
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
+        if ranged_get_threshold is not None and ranged_get_threshold < 1:
+            raise ConfigurationError("ranged_get_threshold must be a positive size in bytes, or None")
         self.client = client
         self.keys = KeyLayout.normalized(prefix)
         self.metadata_mode = metadata
         self.retry = retry or RetryPolicy()
         self.part_size = part_size
         self.max_concurrency = max_concurrency
+        self.ranged_get_threshold = ranged_get_threshold
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelstorage")
         self._bucket_confirmed = False
         self._abandoned: list[tuple[str, str]] = []  # (key, upload id) an outage kept us from aborting

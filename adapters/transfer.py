@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
-from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
+from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed
 from adapters.retry import TransientError
 from storage.errors import ModelExistsError, StorageError, StorageUnavailableError
 from storage.modelstorage import Metadata
@@ -27,8 +27,9 @@ class MultipartSink:
     """Gathers writes into parts and uploads them while the caller keeps writing.
 
     Memory stays within part_size x (max_concurrency + 1): at most
-    ``max_concurrency`` parts in flight plus the one being filled. A model
-    smaller than one part goes up in a single PUT.
+    ``max_concurrency`` parts in flight plus the one being filled. A model of
+    at most one part goes up in a single PUT: the upload starts only when a
+    byte arrives past a full part.
     """
 
     def __init__(
@@ -48,18 +49,22 @@ class MultipartSink:
         self._create = not overwrite
         self._part_size = store.part_size
         self._slots = threading.BoundedSemaphore(store.max_concurrency)
-        self._buffer = bytearray()
+        # A BytesIO hands its buffer over as bytes without a copy (getvalue), and
+        # both SDKs send bytes as they are: each byte is copied once, into the part.
+        self._buffer = io.BytesIO()
         self._upload_id: str | None = None
         self._parts: list[Future[str]] = []
 
     def write(self, data: memoryview) -> None:
         offset, size = 0, len(data)
         while offset < size:
-            take = min(self._part_size - len(self._buffer), size - offset)
-            self._buffer += data[offset : offset + take]
-            offset += take
-            if len(self._buffer) == self._part_size:
+            room = self._part_size - self._buffer.tell()
+            if not room:  # a full part and more to come: it goes as a part of an upload
                 self._send_part()
+                room = self._part_size
+            take = min(room, size - offset)
+            self._buffer.write(data[offset : offset + take])
+            offset += take
 
     def commit(self, metadata: Metadata, sha256: str, size: int) -> None:
         store = self._store
@@ -70,12 +75,12 @@ class MultipartSink:
                     f"put model {self._model_id!r}",
                     self._client.put,
                     self._key,
-                    self._buffer,
+                    self._take_buffer(),
                     tags=tags,
                     if_none_match=self._create,
                 )
             else:
-                if self._buffer:
+                if self._buffer.tell():
                     self._send_part()
                 etags = [(number, part.result()) for number, part in enumerate(self._parts, 1)]
                 store.call(
@@ -90,17 +95,21 @@ class MultipartSink:
         except PreconditionFailed:
             raise ModelExistsError(f"model {self._model_id!r} already exists") from None
         tagged = not self._parts
-        self._buffer = bytearray()
+        self._buffer = io.BytesIO()
         store.finish_commit(self._model_id, metadata, sha256, tagged=tagged)
 
     def abort(self) -> None:
-        self._buffer = bytearray()
+        self._buffer = io.BytesIO()
         for part in self._parts:
             part.cancel()
         wait(self._parts)  # a part still in flight would otherwise outlive the abort
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             self._store.abort_upload(self._model_id, self._key, upload_id)
+
+    def _take_buffer(self) -> bytes:
+        body, self._buffer = self._buffer.getvalue(), io.BytesIO()
+        return body
 
     def _raise_failed_part(self) -> None:
         for part in self._parts:
@@ -124,7 +133,7 @@ class MultipartSink:
         except BaseException:
             self._slots.release()
             raise
-        body, self._buffer = self._buffer, bytearray()
+        body = self._take_buffer()
         number = len(self._parts) + 1
         try:
             part = self._executor.submit(self._upload_part, self._upload_id, number, body)
@@ -134,7 +143,7 @@ class MultipartSink:
         part.add_done_callback(lambda _: self._slots.release())
         self._parts.append(part)
 
-    def _upload_part(self, upload_id: str, number: int, body: bytearray) -> str:
+    def _upload_part(self, upload_id: str, number: int, body: bytes) -> str:
         return self._store.call(
             f"upload part {number} of {self._model_id!r}",
             self._client.upload_part,
@@ -146,10 +155,13 @@ class MultipartSink:
 
 
 def read_whole(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
-    """The whole object, its later parts fetched concurrently by range; None if missing.
+    """The whole object; None if missing.
 
-    Every range after the first names the first response's ETag (If-Match),
-    so a model replaced mid-read is read again rather than stitched together.
+    One GET, read in one call: on a fast link nothing beats it, and it costs
+    the least CPU. A model above the store's ``ranged_get_threshold`` keeps
+    only that GET's first part; the rest comes by concurrent ranged GETs, each
+    naming the first response's ETag (If-Match), so a model replaced mid-read
+    is read again rather than stitched together.
     """
     for _ in range(_REREADS):
         try:
@@ -162,18 +174,19 @@ def read_whole(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
 def _read_once(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
     client, part = store.client, store.part_size
     try:
-        info, head = store.call(f"get {key!r}", _get_range, client, key, 0, part - 1)
+        info, head = store.call(f"get {key!r}", _get_head, client, key, store.ranged_get_threshold, part)
     except ObjectNotFound:
         return None
-    except RangeNotSatisfiable:
-        return io.BytesIO()  # only an empty object has no byte 0
     if info.size <= len(head):
-        return io.BytesIO(head)
+        return io.BytesIO(head)  # shares ``head``: no copy
+    # One buffer of the final size that every range reads into; BytesIO's own,
+    # so the caller gets it without a copy.
     buffer = io.BytesIO()
     buffer.seek(info.size - 1)
     buffer.write(b"\0")
     with buffer.getbuffer() as view:
         view[: len(head)] = head
+        del head
         futures = [
             store.executor.submit(
                 store.call,
@@ -185,7 +198,7 @@ def _read_once(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
                 start,
                 view[start : end + 1],
             )
-            for start, end in _ranges(len(head), info.size, part)
+            for start, end in _ranges(part, info.size, part)
         ]
         try:
             for future in futures:
@@ -203,11 +216,17 @@ def _ranges(start: int, size: int, part: int):
         yield first, min(first + part, size) - 1
 
 
-def _get_range(client: ObjectClient, key: str, start: int, end: int) -> tuple[ObjectInfo, bytes]:
-    response = client.get(key, start, end)
+def _get_head(client: ObjectClient, key: str, threshold: int | None, part: int) -> tuple[ObjectInfo, bytes]:
+    """The whole object, or only its first ``part`` bytes when it is larger than ``threshold``."""
+    response = client.get(key)
     with response.body:
-        data = response.body.read()
-    expected = min(end, response.info.size - 1) - start + 1
+        size = response.info.size
+        if threshold is not None and size > threshold:
+            expected = min(part, size)
+            data = response.body.read(expected)  # closing the body then drops the connection
+        else:
+            expected = size
+            data = response.body.readall()
     if len(data) != expected:
         raise TransientError(f"short read of {key!r}: {len(data)} of {expected} bytes")
     return response.info, data

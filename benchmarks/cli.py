@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"which to run, of {','.join(SECTIONS)}")
     p.add_argument("--part-size", type=parse_size, help="adapters' part_size (to try a tuning)")
     p.add_argument("--max-concurrency", type=int, help="adapters' max_concurrency (to try a tuning)")
+    p.add_argument(
+        "--ranged-get-threshold", type=parse_size, help="adapters' ranged_get_threshold (to try ranged reads)"
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where the report goes")
     p.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     return p.parse_args(argv)
@@ -137,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sections = set(args.sections.split(","))
     sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else DEFAULT_SIZES + ([GiB] * args.large)
-    tuning = {k: v for k, v in (("part_size", args.part_size), ("max_concurrency", args.max_concurrency)) if v}
+    tuning = {
+        name: getattr(args, name)
+        for name in ("part_size", "max_concurrency", "ranged_get_threshold")
+        if getattr(args, name) is not None
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     found = Findings()
 

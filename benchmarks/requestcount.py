@@ -128,7 +128,7 @@ def count_requests(target: Target, delete_all_n: int, log=print) -> list[Request
 
                 def upload(store=store):
                     writer = store.get_ptr("streamed")
-                    for _ in range(24):  # 24 MiB: three 8 MiB parts
+                    for _ in range(40):  # 40 MiB: three 16 MiB parts, the last one short
                         writer.write(chunk)
                         store.set_model_metadata("streamed", 1)
                     store.set_model_metadata("streamed", 0)
@@ -146,8 +146,8 @@ def count_requests(target: Target, delete_all_n: int, log=print) -> list[Request
                     _measure(name, "get_model_metadata", None, lambda s=store: s.get_model_metadata("m")),
                     _measure(name, "set_model_metadata", None, lambda s=store: s.set_model_metadata("m", 2)),
                     _measure(name, "stat", None, lambda s=store: s.stat("m")),
-                    _measure(name, "get_ptr: 24 x 1 MiB, status per chunk, close", None, upload),
-                    _measure(name, "open + read 24 MiB", None, lambda s=store: s.open("streamed").read()),
+                    _measure(name, "get_ptr: 40 x 1 MiB, status per chunk, close", None, upload),
+                    _measure(name, "open + read 40 MiB", None, lambda s=store: s.open("streamed").read()),
                     _measure(name, "delete", 2, lambda s=store: s.delete("m")),
                     _measure(name, "delete (absent)", 2, lambda s=store: s.delete("m")),
                 ]

@@ -30,6 +30,9 @@ logger = logging.getLogger("modelstorage")
 CHUNK_SIZE = 1024 * 1024
 """The unit FEDn streams models in, and the unit ``put`` reads files in."""
 
+SLICE_SIZE = 8 * CHUNK_SIZE
+"""The unit ``put`` hands in-memory data to a backend in."""
+
 MAX_METADATA_BYTES = 1024 * 1024
 """Largest metadata value, as compact JSON, that any backend accepts."""
 
@@ -89,8 +92,9 @@ def iter_chunks(data: object, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryvi
             view = memoryview(data).cast("B")  # type: ignore[arg-type]
         except TypeError:
             raise TypeError(f"model data must be bytes-like or a binary file, not {type(data).__name__}") from None
-        if view.nbytes:
-            yield view
+        # Slices, so a backend can send one while the writer hashes the next.
+        for start in range(0, view.nbytes, SLICE_SIZE):
+            yield view[start : start + SLICE_SIZE]
         return
     while True:
         chunk = read(chunk_size)

@@ -71,6 +71,7 @@ def adapter_store(
         retry=retry,
         part_size=PART_SIZE,
         max_concurrency=4,
+        ranged_get_threshold=PART_SIZE if metadata == "sidecar" else None,
     )
     settings.update(options)
     if adapter == "s3":

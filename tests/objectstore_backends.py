@@ -36,6 +36,12 @@ PART_SIZE = MIN_PART_SIZE  # small parts, so a few MiB already take the multipar
 CONCURRENCY = 4
 
 
+def tuning(metadata: str) -> dict:
+    """Small parts; sidecar stores read models above one part by ranges, tag stores in one GET."""
+    ranged = PART_SIZE if metadata == "sidecar" else None
+    return {"part_size": PART_SIZE, "max_concurrency": CONCURRENCY, "ranged_get_threshold": ranged}
+
+
 @dataclass
 class _Place:
     """How a test reaches a store's bucket behind its back, and how to open it again."""
@@ -144,8 +150,7 @@ def _s3_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str], 
         access_key=endpoint.access_key,
         secret_key=endpoint.secret_key,
         metadata=metadata,
-        part_size=PART_SIZE,
-        max_concurrency=CONCURRENCY,
+        **tuning(metadata),
     )
 
 
@@ -159,8 +164,7 @@ def _minio_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str
         secure=endpoint.secure,
         region=endpoint.region,
         metadata=metadata,
-        part_size=PART_SIZE,
-        max_concurrency=CONCURRENCY,
+        **tuning(metadata),
     )
 
 
@@ -196,7 +200,7 @@ def _under_mock_aws(metadata: str):
             bucket = unique_bucket_name("models")
             raw.create_bucket(Bucket=bucket)
             build = lambda prefix: S3ModelStorage(  # noqa: E731
-                bucket, prefix, region="us-east-1", metadata=metadata, part_size=PART_SIZE, max_concurrency=CONCURRENCY
+                bucket, prefix, region="us-east-1", metadata=metadata, **tuning(metadata)
             )
             with _namespace(raw, bucket, build) as store:
                 yield store

@@ -35,7 +35,7 @@ SETTINGS = settings(
 )
 # Every step of an object-store run is several HTTP requests; fewer, shorter
 # runs keep the ten object-store backends within the CI budget.
-OBJECTSTORE_SETTINGS = settings(SETTINGS, max_examples=12, stateful_step_count=30)
+OBJECTSTORE_SETTINGS = settings(SETTINGS, max_examples=8, stateful_step_count=25)
 
 
 def as_json(value) -> str:
