@@ -32,6 +32,33 @@ def _uploads(store: ObjectStoreModelStorage) -> list:
     return store.pending_uploads()
 
 
+@objectstores
+def test_get_is_one_request_unless_the_model_is_above_the_ranged_get_threshold(store, monkeypatch):
+    # The registry gives sidecar stores a threshold of one part and tag stores none, so both paths run here.
+    part = store.part_size
+    data = os.urandom(3 * part + 123)
+    store.put("model", data)
+    gets = []
+    real_get = store.client.get
+
+    def counting_get(key, *args, **kwargs):
+        if key == store.keys.model_key("model"):  # not the sidecar a verified read consults
+            gets.append(args)
+        return real_get(key, *args, **kwargs)
+
+    monkeypatch.setattr(store.client, "get", counting_get)
+    assert store.get("model").getbuffer() == data
+    threshold = store.ranged_get_threshold
+    if threshold is None or len(data) <= threshold:
+        assert gets == [()]
+    else:
+        assert gets[0] == ()  # the first GET asks for everything and keeps one part
+        assert sorted(start for start, _end in gets[1:]) == [part, 2 * part, 3 * part]
+    gets.clear()
+    assert store.get("model", verify=True).getbuffer() == data
+    assert len(gets) == (1 if threshold is None else 4)
+
+
 @one_mode_per_adapter
 def test_a_64_mib_model_streamed_in_1_mib_chunks_reads_back_bit_exact(store):
     data = os.urandom(64 * MiB)

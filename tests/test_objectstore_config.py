@@ -86,8 +86,9 @@ def test_minio_url_with_minio_credentials(clean_env, seaweedfs_endpoint, bucket)
     ep = seaweedfs_endpoint
     clean_env.setenv("MINIO_ACCESS_KEY", ep.access_key)
     clean_env.setenv("MINIO_SECRET_KEY", ep.secret_key)
-    store = open_storage(f"minio://{ep.netloc}/{bucket}/prefix?secure=false")
+    store = open_storage(f"minio://{ep.netloc}/{bucket}/prefix?secure=false&ranged_get_threshold=33554432")
     assert store.keys.prefix == "prefix/"
+    assert store.ranged_get_threshold == 32 * 2**20
     _round_trip(store, MinioModelStorage)
 
 
@@ -110,6 +111,8 @@ def test_minio_without_credentials_says_where_to_put_them(clean_env):
         "minio://localhost:9000/bucket?secure=maybe",
         "s3://bucket?part_size=big",
         "s3://bucket?part_size=1024",
+        "s3://bucket?ranged_get_threshold=0",
+        "minio://localhost:9000/bucket?ranged_get_threshold=lots",
         "s3://bucket?metadata=xattr",
         "minio://localhost:9000",
         "s3://bucket/../escape?endpoint_url=http://localhost:1",
