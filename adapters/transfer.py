@@ -95,7 +95,6 @@ class MultipartSink:
         except PreconditionFailed:
             raise ModelExistsError(f"model {self._model_id!r} already exists") from None
         tagged = not self._parts
-        self._buffer = io.BytesIO()
         store.finish_commit(self._model_id, metadata, sha256, tagged=tagged)
 
     def abort(self) -> None:

@@ -18,7 +18,15 @@ from adapters.objectstore import MIN_PART_SIZE, ObjectStoreModelStorage
 from adapters.retry import RetryPolicy
 
 MiB = 1024 * 1024
-PART_SIZE = MIN_PART_SIZE
+PART_SIZE = MIN_PART_SIZE  # small parts, so a few MiB already take the multipart path
+
+
+def tuning(metadata: str) -> dict:
+    """Test stores' transfer settings: small parts; sidecar stores read models above one part by
+    ranges, tag stores in one GET, so both read paths run on every server."""
+    ranged = PART_SIZE if metadata == "sidecar" else None
+    return {"part_size": PART_SIZE, "max_concurrency": 4, "ranged_get_threshold": ranged}
+
 
 FAST_RETRY = RetryPolicy(
     max_attempts=12, deadline=15.0, initial_backoff=0.005, max_backoff=0.05, connect_timeout=1.0, read_timeout=1.0
@@ -69,9 +77,7 @@ def adapter_store(
         region=endpoint.region,
         metadata=metadata,
         retry=retry,
-        part_size=PART_SIZE,
-        max_concurrency=4,
-        ranged_get_threshold=PART_SIZE if metadata == "sidecar" else None,
+        **tuning(metadata),
     )
     settings.update(options)
     if adapter == "s3":

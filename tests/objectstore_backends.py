@@ -26,20 +26,12 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 from backends import BackendSpec, register
+from chaos import tuning
 from servers import S3Endpoint, make_moto_conditional_writes_atomic, unique_bucket_name
 
 from adapters import MinioModelStorage, S3ModelStorage
-from adapters.objectstore import MIN_PART_SIZE, ObjectStoreModelStorage
+from adapters.objectstore import ObjectStoreModelStorage
 from storage import ModelStorage
-
-PART_SIZE = MIN_PART_SIZE  # small parts, so a few MiB already take the multipart path
-CONCURRENCY = 4
-
-
-def tuning(metadata: str) -> dict:
-    """Small parts; sidecar stores read models above one part by ranges, tag stores in one GET."""
-    ranged = PART_SIZE if metadata == "sidecar" else None
-    return {"part_size": PART_SIZE, "max_concurrency": CONCURRENCY, "ranged_get_threshold": ranged}
 
 
 @dataclass
