@@ -41,6 +41,10 @@ _TRANSIENT_CODES = _THROTTLED | {
     "RequestTimeTooSkewed",
     "ConditionalRequestConflict",
     "OperationAborted",
+    # A body damaged on the way no longer matches its signed digest; the same
+    # bytes, sent again, arrive whole.
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
 }
 _DENIED_CODES = {
     "AccessDenied",
@@ -106,7 +110,11 @@ class ObjectClient(Protocol):
     def get(
         self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None
     ) -> ObjectResponse: ...
-    def put(self, key: str, body: bytes, *, tags: dict[str, str] | None = None, if_none_match: bool = False) -> str: ...
+    def put(
+        self, key: str, body: bytes, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
+    ) -> str:
+        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``; returns the ETag."""
+
     def create_multipart(self, key: str) -> str: ...
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str: ...
     def complete_multipart(

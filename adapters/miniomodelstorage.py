@@ -91,7 +91,11 @@ class _MinioClient:
         return ObjectResponse(info, ResponseBody(response, self.bucket, _translate, partial(_release, response)))
 
     @_translated
-    def put(self, key: str, body, *, tags: dict[str, str] | None = None, if_none_match: bool = False) -> str:
+    def put(
+        self, key: str, body, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
+    ) -> str:
+        # The SDK protects the body itself (its signed SHA-256 over HTTP, an MD5
+        # over HTTPS); the checksum header would only make the server hash it again.
         headers = {"Content-Type": "application/octet-stream"}
         if tags:
             headers["x-amz-tagging"] = urlencode(tags)
@@ -183,7 +187,7 @@ def make_minio_client(
     access_key: str | None = None,
     secret_key: str | None = None,
     secure: bool = True,
-    verify: bool = True,
+    verify: bool | str = True,
     region: str | None = None,
     retry: RetryPolicy | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
@@ -210,7 +214,7 @@ def make_minio_client(
         maxsize=max(10, 2 * max_concurrency),
         retries=False,
         cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
-        ca_certs=certifi.where(),
+        ca_certs=verify if isinstance(verify, str) else certifi.where(),
     )
     try:
         return Minio(endpoint, credentials=credentials, secure=secure, region=region, http_client=http)
@@ -235,7 +239,7 @@ class MinioModelStorage(ObjectStoreModelStorage):
         access_key: str | None = None,
         secret_key: str | None = None,
         secure: bool = True,
-        verify: bool = True,
+        verify: bool | str = True,
         region: str | None = None,
         metadata: str = "sidecar",
         retry: RetryPolicy | None = None,

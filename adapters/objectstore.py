@@ -9,6 +9,7 @@ in ``adapters.transfer``, once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import threading
@@ -242,8 +243,7 @@ class ObjectStoreModelStorage(ModelStorage):
     def finish_commit(self, model_id: str, metadata: Metadata, sha256: str, *, tagged: bool) -> None:
         """Store the metadata record right after the bytes are committed."""
         if self.metadata_mode == codec.SIDECAR:
-            body = codec.encode_sidecar(metadata, sha256)
-            self.call(f"put metadata of {model_id!r}", self.client.put, self.keys.metadata_key(model_id), body)
+            self._put_sidecar(model_id, metadata, sha256)
         elif not tagged:
             tags = codec.encode_tags(metadata, sha256)
             self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
@@ -323,8 +323,12 @@ class ObjectStoreModelStorage(ModelStorage):
             except ObjectNotFound:
                 raise self._not_found(model_id) from None
         else:
-            body = codec.encode_sidecar(value, sha256)
-            self.call(f"put metadata of {model_id!r}", self.client.put, self.keys.metadata_key(model_id), body)
+            self._put_sidecar(model_id, value, sha256)
+
+    def _put_sidecar(self, model_id: str, metadata: Metadata, model_sha256: str | None) -> None:
+        body = codec.encode_sidecar(metadata, model_sha256)
+        key = self.keys.metadata_key(model_id)
+        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=hashlib.sha256(body).hexdigest())
 
     def _delete(self, model_id: str) -> bool:
         existed = self._head(model_id) is not None

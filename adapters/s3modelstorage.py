@@ -6,6 +6,7 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -102,8 +103,12 @@ class _Boto3Client:
         return ObjectResponse(ObjectInfo(size, r["ETag"], r["LastModified"]), body)
 
     @_translated
-    def put(self, key: str, body, *, tags: dict[str, str] | None = None, if_none_match: bool = False) -> str:
-        extra = {}
+    def put(
+        self, key: str, body, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
+    ) -> str:
+        # The server refuses a body that does not match (BadDigest), so the body
+        # needs no signature of its own (see _sign_only_unprotected_bodies).
+        extra = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode("ascii")}
         if tags:
             extra["Tagging"] = urlencode(tags)
         if if_none_match:
@@ -211,7 +216,29 @@ def make_s3_client(
     # request, and after an empty body SeaweedFS's answer desynchronizes the
     # connection (the next request on it times out).
     client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    _sign_only_unprotected_bodies(client)
     return client
+
+
+def _sign_only_unprotected_bodies(client) -> None:
+    """Spare botocore a second SHA-256 pass over bodies that are protected already.
+
+    A PUT carries its body's SHA-256 (a model's is computed while it is
+    written) in the signed ``x-amz-checksum-sha256`` header, and the server
+    refuses a body that does not match it (BadDigest): the guarantee a signed
+    payload gives, without hashing the body twice. Over HTTPS, TLS protects
+    every body, as boto3's own defaults assume. Any other body (a part of a
+    multipart upload over HTTP) is still signed.
+    """
+    config = client.meta.config
+    unsigned = config.merge(Config(s3={**(config.s3 or {}), "payload_signing_enabled": False}))
+
+    def unsign_protected(request, **_) -> None:
+        if request.url.startswith("https://") or "x-amz-checksum-sha256" in request.headers:
+            # botocore reads the choice from the request's own copy of the client config.
+            request.context["client_config"] = unsigned
+
+    client.meta.events.register("before-sign.s3", unsign_protected)
 
 
 _shared_loader = None

@@ -76,6 +76,7 @@ class MultipartSink:
                     self._client.put,
                     self._key,
                     self._take_buffer(),
+                    sha256=sha256,
                     tags=tags,
                     if_none_match=self._create,
                 )

@@ -153,6 +153,7 @@ def s3_store(target: Target, prefix: str, metadata: str, **tuning) -> S3ModelSto
         region=ep.region,
         access_key=ep.access_key,
         secret_key=ep.secret_key,
+        verify=ep.ca_bundle or True,
         metadata=metadata,
         **tuning,
     )
@@ -167,6 +168,7 @@ def minio_store(target: Target, prefix: str, metadata: str, **tuning) -> MinioMo
         access_key=ep.access_key,
         secret_key=ep.secret_key,
         secure=ep.secure,
+        verify=ep.ca_bundle or True,
         region=ep.region,
         metadata=metadata,
         **tuning,

@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "minio://host:port/bucket/prefix?secure=false (credentials from AWS_* or MINIO_* variables); "
         "default: a SeaweedFS started on loopback",
     )
+    p.add_argument(
+        "--https",
+        action="store_true",
+        help="serve the loopback SeaweedFS over TLS (a certificate made for the run) and talk to it by HTTPS",
+    )
     p.add_argument("--large", action="store_true", help="add 1 GiB models to the throughput sizes")
     p.add_argument("--sizes", help="comma-separated model sizes instead of 64K,1M,16M,256M")
     p.add_argument("--repeat", type=int, help="repeats per size (default 5 below 16 MiB, 3 from 16 MiB)")
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     found = Findings()
 
-    with open_target(args.url) as target:
+    with open_target(args.url, https=args.https) as target:
         stderr_log(f"endpoint: {target.description}")
         outside = OutsideLoad(target.server_pid)
         candidates = _chosen(all_candidates(target, tuning), args.only)

@@ -50,25 +50,29 @@ class Target:
             "access_key": ep.access_key,
             "secret_key": ep.secret_key,
             "region": ep.region,
+            "ca_bundle": ep.ca_bundle,
             "bucket": self.bucket,
             "prefix": self.prefix,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Target:
-        ep = S3Endpoint("given", d["endpoint_url"], d["access_key"], d["secret_key"], d["region"])
+        extra = {"ca_bundle": d["ca_bundle"]} if d.get("ca_bundle") else {}
+        ep = S3Endpoint("given", d["endpoint_url"], d["access_key"], d["secret_key"], d["region"], extra=extra)
         return cls(ep, d["bucket"], d["prefix"], "given")
 
 
 @contextlib.contextmanager
-def open_target(url: str | None) -> Iterator[Target]:
-    """The endpoint to benchmark; a SeaweedFS started here when ``url`` is None."""
+def open_target(url: str | None, *, https: bool = False) -> Iterator[Target]:
+    """The endpoint to benchmark; a SeaweedFS started here (over TLS with ``https``) when ``url`` is None."""
     run_prefix = f"modelstorage-bench-{uuid.uuid4().hex[:8]}/"
+    if https and url is not None:
+        raise SystemExit("--https starts a local server over TLS; for an endpoint of yours, put https in --url")
     if url is not None:
         endpoint, bucket, prefix = parse_url(url)
         yield Target(endpoint, bucket, prefix + run_prefix, f"{endpoint.endpoint_url} bucket {bucket}")
         return
-    with SeaweedFSServer(volume_size_limit_mb=SEAWEED_VOLUME_MB) as endpoint:
+    with SeaweedFSServer(volume_size_limit_mb=SEAWEED_VOLUME_MB, https=https) as endpoint:
         bucket = unique_bucket_name("bench")
         endpoint.boto3_client().create_bucket(Bucket=bucket)
         yield Target(endpoint, bucket, run_prefix, f"SeaweedFS on loopback ({endpoint.endpoint_url})")

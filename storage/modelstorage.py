@@ -14,10 +14,12 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Protocol
@@ -32,6 +34,13 @@ CHUNK_SIZE = 1024 * 1024
 
 SLICE_SIZE = 8 * CHUNK_SIZE
 """The unit ``put`` hands in-memory data to a backend in."""
+
+PARALLEL_HASH_MIN = 256 * 1024
+"""Writes from this size are hashed on a helper thread while the backend stores them."""
+
+# hashlib lets go of the GIL while it hashes, so a large write is hashed and
+# stored at once: a put then costs the slower of the two, not their sum.
+_hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="modelstorage-sha256")
 
 MAX_METADATA_BYTES = 1024 * 1024
 """Largest metadata value, as compact JSON, that any backend accepts."""
@@ -137,14 +146,27 @@ class ModelWriter(io.BufferedIOBase):
         with self._lock:
             self._check_open("write to")
             if view.nbytes:
-                self._hash.update(view)
                 try:
-                    self._sink.write(view)
+                    with self._hashing(view):
+                        self._sink.write(view)
                 except BaseException:
                     self._finish("aborted", discard=True)
                     raise
                 self._size += view.nbytes
         return view.nbytes
+
+    @contextlib.contextmanager
+    def _hashing(self, view: memoryview) -> Iterator[None]:
+        """Hash ``view`` while the body stores it; the caller's buffer is free again on exit."""
+        if view.nbytes < PARALLEL_HASH_MIN:
+            self._hash.update(view)
+            yield
+            return
+        hashed = _hashing.submit(self._hash.update, view)
+        try:
+            yield
+        finally:
+            hashed.result()
 
     def flush(self) -> None:
         if self.closed:

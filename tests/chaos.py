@@ -110,3 +110,19 @@ def raw_clear(raw, bucket: str, prefix: str) -> None:
         raw.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
     for key, upload_id in raw_uploads(raw, bucket, prefix):
         raw.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+
+def record_put_payloads(proxy) -> list[tuple[str, str, bool]]:
+    """Have a FaultProxy record each PUT it sees, as it arrives.
+
+    Entries: (operation, its x-amz-content-sha256, whether it carries x-amz-checksum-sha256).
+    """
+    seen: list[tuple[str, str, bool]] = []
+
+    def record(request):
+        if request.method == "PUT":
+            headers = request.headers
+            seen.append((request.operation, headers.get("x-amz-content-sha256"), "x-amz-checksum-sha256" in headers))
+
+    proxy.rules.append(record)
+    return seen

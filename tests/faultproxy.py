@@ -19,7 +19,8 @@ Faults (``Schedule`` draws them, deterministically for a seed; rules script them
 - ``RESET_DOWNLOAD``: forward a GET, send the headers and half of the body, then reset.
 - ``TRUNCATE``: forward a GET, announce the whole Content-Length, send half, then close cleanly.
 - ``STALL``: read the request and answer nothing until the client gives up (or ``stall_seconds``).
-- ``CORRUPT`` (rules only): forward a GET and flip one byte of the body it returns.
+- ``CORRUPT`` (rules only): flip one byte in the middle of a body: of the response to a GET,
+  or of a request's own body before it is forwarded (the server should refuse it).
 - ``Reply(status, code)``: any S3 error answer (403 AccessDenied, 404 NoSuchKey, ...), from a rule.
 
 Only faults that leave the server untouched (or touch it only with a GET) are
@@ -463,6 +464,9 @@ class FaultProxy:
             _read_exactly(reader, length // 2)
             return None
         body = _read_chunked(reader) if chunked else _read_exactly(reader, length)
+        corrupt_upload = fault == CORRUPT and method != "GET" and len(body) > 0
+        if corrupt_upload:
+            body = _flipped(body)
         if len(body) <= self.record_body_limit:
             request.body = bytes(body)
             if request.method == "POST":
@@ -489,13 +493,10 @@ class FaultProxy:
                 return None
             connection.client.shutdown(socket.SHUT_WR)  # a clean close, the body short of its length
             return False
-        if fault == CORRUPT and has_body:
-            self._record(request, fault, status)
-            flipped = bytearray(response_body)
-            flipped[len(flipped) // 2] ^= 0xFF
-            response_body = bytes(flipped)
-        else:
-            self._record(request, None, status)
+        corrupt_download = fault == CORRUPT and method == "GET" and has_body
+        if corrupt_download:
+            response_body = _flipped(response_body)
+        self._record(request, fault if corrupt_upload or corrupt_download else None, status)
         self._send_response(connection, status, reason, response_headers, response_body, request)
         return not client_wants_close and not connection.killed
 
@@ -687,3 +688,9 @@ def _read_response(reader, method: str):
             body, closes = reader.read(), True
         return status, rest[0] if rest else "", headers, body, closes
     raise ValueError("too many interim responses")
+
+
+def _flipped(body: bytes) -> bytes:
+    changed = bytearray(body)
+    changed[len(changed) // 2] ^= 0xFF
+    return bytes(changed)

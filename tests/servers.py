@@ -77,6 +77,11 @@ class S3Endpoint:
     def secure(self) -> bool:
         return urlsplit(self.endpoint_url).scheme == "https"
 
+    @property
+    def ca_bundle(self) -> str | None:
+        """The CA certificate a test server's TLS listener is signed with (None: the system's)."""
+        return self.extra.get("ca_bundle")
+
     def boto3_client(self, **config_kwargs: Any) -> Any:
         """A boto3 S3 client for this endpoint: path-style addressing, SDK retries off."""
         import boto3
@@ -92,6 +97,7 @@ class S3Endpoint:
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
+            verify=self.ca_bundle,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
@@ -107,6 +113,7 @@ class S3Endpoint:
             timeout=urllib3.Timeout(connect=5, read=30),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0),
             maxsize=16,
+            **({"cert_reqs": "CERT_REQUIRED", "ca_certs": self.ca_bundle} if self.ca_bundle else {}),
         )
         return Minio(
             self.netloc,
@@ -116,6 +123,41 @@ class S3Endpoint:
             secure=self.secure,
             http_client=http,
         )
+
+
+def write_self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) in ``folder``: a self-signed CA certificate for 127.0.0.1, valid a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelstorage test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.chmod(key_path, 0o600)
+    return cert_path, key_path
 
 
 def unique_bucket_name(prefix: str = "test") -> str:
@@ -208,6 +250,7 @@ class SeaweedFSServer:
         volume_size_limit_mb: int = 64,
         base_dir: str | None = None,
         start_attempts: int = 3,
+        https: bool = False,
     ) -> None:
         self.access_key = access_key or "seaweed-" + uuid.uuid4().hex[:12]
         self.secret_key = secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8]
@@ -217,6 +260,8 @@ class SeaweedFSServer:
         self.volume_size_limit_mb = volume_size_limit_mb
         self.base_dir = base_dir
         self.start_attempts = start_attempts
+        self.https = https
+        """Serve S3 over TLS (a certificate made here for 127.0.0.1); the endpoint is then HTTPS."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.log_path: Path | None = None
@@ -266,20 +311,24 @@ class SeaweedFSServer:
         else:  # pragma: no cover
             raise last_error or ServerStartError("SeaweedFS did not start")
 
+        extra = {"pid": self.proc.pid if self.proc else None, "log": str(self.log_path), "ports": dict(self.ports)}
+        if self.https:
+            extra["ca_bundle"] = str(self.workdir / "tls" / "cert.pem")
+        scheme, port = ("https", self.ports["s3_https"]) if self.https else ("http", self.ports["s3"])
         self.endpoint = S3Endpoint(
             name="seaweedfs",
-            endpoint_url=f"http://127.0.0.1:{self.ports['s3']}",
+            endpoint_url=f"{scheme}://127.0.0.1:{port}",
             access_key=self.access_key,
             secret_key=self.secret_key,
             region=self.region,
             startup_seconds=time.monotonic() - t0,
-            extra={"pid": self.proc.pid if self.proc else None, "log": str(self.log_path), "ports": dict(self.ports)},
+            extra=extra,
         )
         return self.endpoint
 
     def _launch(self, weed: str, cfg_path: Path, attempt: int) -> None:
         assert self.workdir is not None
-        names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc"]
+        names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc", "s3_https"]
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         p = self.ports
         args = [
@@ -314,6 +363,9 @@ class SeaweedFSServer:
             "-volume.preStopSeconds=0",  # default waits 10 s on SIGTERM
             "-master.telemetry=false",  # no network calls home
         ]
+        if self.https:
+            cert, key = write_self_signed_certificate(self.workdir / "tls")
+            args += [f"-s3.port.https={p['s3_https']}", f"-s3.cert.file={cert}", f"-s3.key.file={key}"]
         self.log_path = self.workdir / f"weed-{attempt}.log"
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in _terminate
         self.proc = subprocess.Popen(

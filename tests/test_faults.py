@@ -30,6 +30,7 @@ from chaos import (
     raw_keys,
     raw_read,
     raw_uploads,
+    record_put_payloads,
 )
 from faultproxy import (
     CORRUPT,
@@ -481,6 +482,54 @@ def test_a_verified_read_catches_bytes_corrupted_in_flight(proxy, make_store):
     with pytest.raises(IntegrityError), store.open("model", verify=True) as reader:
         reader.read()
     assert proxy.faults[CORRUPT] == 2
+
+
+def test_a_body_corrupted_on_the_way_up_is_refused_by_the_server_and_sent_again(
+    proxy, seaweedfs_endpoint, bucket, prefix
+):
+    """The S3 adapter's PUTs carry their SHA-256 in a checksum header, which the server checks.
+
+    SeaweedFS does not check signed payload hashes: without the header it
+    would store the damaged bytes. (The MinIO SDK signs its bodies; a server
+    that does not check them leaves the damage to verified reads to find.)
+    """
+    store = adapter_store("s3", seaweedfs_endpoint, bucket, prefix, netloc=proxy.netloc)
+    data = blob("model", 4, 3 * MiB)
+    hit: set[str] = set()
+
+    def corrupt_each_body_once(request):
+        if request.method == "PUT" and request.length and request.target not in hit:
+            hit.add(request.target)
+            return CORRUPT
+        return None
+
+    proxy.rules.append(corrupt_each_body_once)
+    store.put("model", data, {"v": 1})
+    corrupted = [(e.path.rsplit("/", 2)[-2], e.status) for e in proxy.entries() if e.fault == CORRUPT]
+    assert sorted(corrupted) == [("metadata", 400), ("models", 400)]
+    assert store.stat("model").sha256 == hashlib.sha256(data).hexdigest()
+    assert store.get("model", verify=True).getbuffer() == data
+    assert store.get_model_metadata("model") == {"v": 1}
+    store.close()
+
+
+def test_over_http_the_s3_adapter_signs_only_the_bodies_without_a_checksum_header(
+    proxy, seaweedfs_endpoint, bucket, prefix
+):
+    """Signing makes botocore hash a body once more; a body the server checks by its header needs no signature."""
+    store = adapter_store("s3", seaweedfs_endpoint, bucket, prefix, netloc=proxy.netloc, part_size=5 * MiB)
+    seen = record_put_payloads(proxy)
+    small, large = blob("small", 1, MiB), blob("large", 1, 11 * MiB)
+    store.put("small", small, {"v": 1})
+    store.put("large", large)
+    assert {(op, payload == "UNSIGNED-PAYLOAD", checked) for op, payload, checked in seen} == {
+        ("PutObject", True, True),  # the models' bytes (one part) and the sidecars
+        ("UploadPart", False, False),  # signed: its SHA-256 is in x-amz-content-sha256
+    }
+    assert len(seen) == 1 + 3 + 2
+    assert store.get("small", verify=True).getvalue() == small
+    assert store.get("large", verify=True).getvalue() == large
+    store.close()
 
 
 # -- e. what is never retried ---------------------------------------------------------------------------

@@ -131,8 +131,9 @@ def test_delete_all_works_in_batches_beyond_one_listing_page(store, monkeypatch)
     # Over a thousand real keys on the real server, once per adapter: the listing and
     # batching code is shared, and moto adds minutes here without adding coverage.
     ids = [f"m{n:04d}" for n in range(1050)]
+    x_sha256 = hashlib.sha256(b"x").hexdigest()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda model_id: store.client.put(store.keys.model_key(model_id), b"x"), ids))
+        list(pool.map(lambda model_id: store.client.put(store.keys.model_key(model_id), b"x", sha256=x_sha256), ids))
     batches: list[int] = []
     delete_many = store.client.delete_many
     monkeypatch.setattr(store.client, "delete_many", lambda keys: (batches.append(len(keys)), delete_many(keys))[1])

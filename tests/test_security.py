@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import logging
 import ssl
@@ -22,8 +20,9 @@ import uuid
 from functools import partial
 
 import pytest
-from chaos import MiB, adapter_store, blob, raw_clear, raw_keys
+from chaos import MiB, adapter_store, blob, raw_clear, raw_keys, record_put_payloads
 from faultproxy import RESET, FaultProxy, Reply
+from servers import write_self_signed_certificate
 
 from adapters.retry import RetryPolicy
 from storage import (
@@ -200,33 +199,8 @@ def test_a_secret_key_never_appears_in_reprs_logs_errors_or_on_the_wire(
 
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory):
-    """(server SSLContext, path of the CA certificate) for 127.0.0.1, made with cryptography."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelstorage test CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    """(server SSLContext, path of the CA certificate) for 127.0.0.1."""
+    cert_path, key_path = write_self_signed_certificate(tmp_path_factory.mktemp("tls"))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, str(cert_path)
@@ -272,15 +246,31 @@ def test_tls_is_verified_by_default_and_turning_it_off_takes_an_option_and_a_war
         assert insecure.get("m").read() == b"over TLS"
         insecure.delete_all()
         insecure.close()
-        if adapter == "s3":  # a private CA, trusted explicitly, without turning verification off
-            caplog.clear()
-            trusted = _tls_store(adapter, ep, bucket, proxy, verify=ca_path)
-            trusted.put("m", b"verified")
-            assert trusted.get("m").read() == b"verified"
-            trusted.delete_all()
-            trusted.close()
-            assert not [r for r in caplog.records if "verification is OFF" in r.getMessage()]
+        # A private CA, trusted explicitly, without turning verification off.
+        caplog.clear()
+        trusted = _tls_store(adapter, ep, bucket, proxy, verify=ca_path)
+        trusted.put("m", b"verified")
+        assert trusted.get("m").read() == b"verified"
+        trusted.delete_all()
+        trusted.close()
+        assert not [r for r in caplog.records if "verification is OFF" in r.getMessage()]
     assert proxy.tls_failures == 1
+
+
+def test_over_https_the_s3_adapter_leaves_the_bodies_to_tls(seaweedfs_endpoint, bucket, self_signed):
+    """No second SHA-256 pass by botocore over any body: TLS protects them in transit, as boto3 assumes."""
+    context, ca_path = self_signed
+    ep = seaweedfs_endpoint
+    with FaultProxy(ep.netloc, tls=context) as proxy:
+        payloads = record_put_payloads(proxy)
+        store = _tls_store("s3", ep, bucket, proxy, verify=ca_path, part_size=5 * MiB)
+        data = blob("large", 1, 11 * MiB)
+        store.put("large", data, {"v": 1})
+        assert store.get("large", verify=True).getvalue() == data
+        store.delete_all()
+        store.close()
+    assert sorted(op for op, _, _ in payloads) == ["PutObject", "UploadPart", "UploadPart", "UploadPart"]
+    assert {payload for _, payload, _ in payloads} == {"UNSIGNED-PAYLOAD"}
 
 
 def test_fedn_settings_turn_tls_verification_off_only_when_asked_and_log_it(caplog):

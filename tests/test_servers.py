@@ -68,3 +68,32 @@ def test_seaweedfs_requires_credentials(seaweedfs_endpoint):
         bad.list_objects_v2(Bucket=bucket)
     assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert ei.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_seaweedfs_serves_s3_over_tls_and_both_adapters_trust_it_by_its_ca_bundle():
+    """The server the benchmark's --https runs: a real TLS listener, not the test proxy."""
+    import os
+
+    from servers import SeaweedFSServer
+
+    from adapters import MinioModelStorage, S3ModelStorage
+    from storage import StorageError
+
+    with SeaweedFSServer(https=True) as ep:
+        assert ep.secure and ep.ca_bundle
+        bucket = _bucket()
+        ep.boto3_client().create_bucket(Bucket=bucket)
+        common = dict(access_key=ep.access_key, secret_key=ep.secret_key, region=ep.region, part_size=5 * 2**20)
+        data = os.urandom(11 * 2**20)  # three parts
+        stores = [
+            S3ModelStorage(bucket, "s3/", endpoint_url=ep.endpoint_url, verify=ep.ca_bundle, **common),
+            MinioModelStorage(ep.netloc, bucket, "minio/", verify=ep.ca_bundle, **common),
+        ]
+        for store in stores:
+            with store:
+                store.put("model", data, {"v": 1})
+                assert store.get("model", verify=True).getvalue() == data
+                assert store.get_model_metadata("model") == {"v": 1}
+        untrusting = S3ModelStorage(bucket, "s3/", endpoint_url=ep.endpoint_url, **common)
+        with untrusting, pytest.raises(StorageError, match="TLS certificate verification failed"):
+            untrusting.get("model")
