@@ -35,18 +35,32 @@ CHUNK_SIZE = 1024 * 1024
 SLICE_SIZE = 8 * CHUNK_SIZE
 """The unit ``put`` hands in-memory data to a backend in."""
 
-PARALLEL_HASH_MIN = 256 * 1024
-"""Writes from this size are hashed on a helper thread while the backend stores them."""
-
-# hashlib lets go of the GIL while it hashes, so a large write is hashed and
-# stored at once: a put then costs the slower of the two, not their sum.
-_hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="modelstorage-sha256")
-
 MAX_METADATA_BYTES = 1024 * 1024
 """Largest metadata value, as compact JSON, that any backend accepts."""
 
 Metadata = Any
 """A JSON value: a dict, or a scalar such as FEDn's integer ``ModelStatus``."""
+
+PARALLEL_HASH_MIN = 256 * 1024
+"""Writes from this size are hashed on a helper thread while the backend stores them."""
+
+
+def _new_hashing_pool() -> ThreadPoolExecutor:
+    # hashlib lets go of the GIL while it hashes, so a large write is hashed and
+    # stored at once: a put then costs the slower of the two, not their sum.
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="modelstorage-sha256")
+
+
+def _renew_hashing_pool() -> None:
+    # A forked child has none of its parent's threads; a pool that thinks it
+    # has idle ones would leave a submitted hash waiting forever.
+    global _hashing
+    _hashing = _new_hashing_pool()
+
+
+_hashing = _new_hashing_pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_hashing_pool)
 
 
 @dataclass(frozen=True)

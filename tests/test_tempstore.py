@@ -249,3 +249,25 @@ def test_a_write_whose_part_file_another_instance_removed_fails_with_a_storage_e
             writer.close()
         assert writer_side.exist("model") is False
         assert writer_side.get_ptr("model") is not writer
+
+
+def _put_large_model(folder: str, data: bytes) -> None:
+    TempModelStorage(folder).put("child", data)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_after_large_writes_writes_large_models_too(store, folder):
+    """Large writes are hashed on helper threads; a forked child has none of its parent's."""
+    import multiprocessing
+
+    data = os.urandom(4 * CHUNK_SIZE)
+    store.put("parent", data)  # the parent's hashing threads now exist, idle
+    child = multiprocessing.get_context("fork").Process(target=_put_large_model, args=(str(folder), data))
+    child.start()
+    child.join(timeout=60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    assert not hung and child.exitcode == 0
+    assert store.get("child", verify=True).getvalue() == data
