@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed
 from adapters.retry import TransientError
 from storage.errors import ModelExistsError, StorageError, StorageUnavailableError
-from storage.modelstorage import Metadata
+from storage.modelstorage import Metadata, submit_or_run
 
 if TYPE_CHECKING:
     from adapters.objectstore import ObjectStoreModelStorage
@@ -136,7 +136,7 @@ class MultipartSink:
         body = self._take_buffer()
         number = len(self._parts) + 1
         try:
-            part = self._executor.submit(self._upload_part, self._upload_id, number, body)
+            part = submit_or_run(self._executor, self._upload_part, self._upload_id, number, body)
         except BaseException:
             self._slots.release()
             raise
@@ -188,7 +188,8 @@ def _read_once(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
         view[: len(head)] = head
         del head
         futures = [
-            store.executor.submit(
+            submit_or_run(
+                store.executor,
                 store.call,
                 f"get {key!r} bytes {start}-{end}",
                 _get_range_into,

@@ -19,10 +19,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from storage.errors import IntegrityError, MetadataError, ModelNotFoundError, StorageError
 from storage.ids import check_model_id
@@ -41,6 +41,8 @@ MAX_METADATA_BYTES = 1024 * 1024
 Metadata = Any
 """A JSON value: a dict, or a scalar such as FEDn's integer ``ModelStatus``."""
 
+T = TypeVar("T")
+
 PARALLEL_HASH_MIN = 256 * 1024
 """Writes from this size are hashed on a helper thread while the backend stores them."""
 
@@ -54,13 +56,30 @@ def _new_hashing_pool() -> ThreadPoolExecutor:
 def _renew_hashing_pool() -> None:
     # A forked child has none of its parent's threads; a pool that thinks it
     # has idle ones would leave a submitted hash waiting forever.
-    global _hashing
-    _hashing = _new_hashing_pool()
+    global _hash_pool
+    _hash_pool = _new_hashing_pool()
 
 
-_hashing = _new_hashing_pool()
+_hash_pool = _new_hashing_pool()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_renew_hashing_pool)
+
+
+def submit_or_run(executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``executor.submit(fn, *args)``, or ``fn`` run right here once the executor takes no more work.
+
+    While the interpreter exits (an ``atexit`` handler storing a last model),
+    every thread pool refuses new work; the call then runs on this thread.
+    """
+    try:
+        return executor.submit(fn, *args)
+    except RuntimeError:
+        done: Future[T] = Future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the future hands it to whoever waits on it
+            done.set_exception(exc)
+        return done
 
 
 @dataclass(frozen=True)
@@ -176,7 +195,7 @@ class ModelWriter(io.BufferedIOBase):
             self._hash.update(view)
             yield
             return
-        hashed = _hashing.submit(self._hash.update, view)
+        hashed = submit_or_run(_hash_pool, self._hash.update, view)
         try:
             yield
         finally:

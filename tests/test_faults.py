@@ -649,3 +649,58 @@ def test_a_sidecar_left_without_its_model_is_no_model(make_store, raw, bucket, p
         store.set_model_metadata("ghost", {"v": 2})
     assert store.delete("ghost") is False
     assert raw_keys(raw, bucket, prefix) == set()
+
+
+# -- f. the last model of a process ---------------------------------------------------------------------
+
+_STORE_AT_EXIT = """
+import atexit, json, sys
+sys.path.insert(0, "tests")
+from chaos import adapter_store, blob
+from servers import S3Endpoint
+
+job = json.loads(sys.stdin.read())
+endpoint = S3Endpoint("seaweedfs", job["url"], job["access_key"], job["secret_key"], job["region"])
+store = adapter_store(
+    job["adapter"], endpoint, job["bucket"], job["prefix"], part_size=5 * 2**20, ranged_get_threshold=5 * 2**20
+)
+
+def store_the_last_model():
+    data = blob("last", 1, 11 * 2**20)  # three parts up, three ranges down
+    store.put("last", data, {"v": 1})
+    if store.get("last", verify=True).getvalue() == data:
+        print("stored and read back", flush=True)
+
+atexit.register(store_the_last_model)
+"""
+
+
+def test_a_multipart_model_is_written_and_read_while_the_interpreter_exits(
+    adapter, seaweedfs_endpoint, raw, bucket, prefix
+):
+    """An atexit handler may store a last model; every thread pool refuses new work by then."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ep = seaweedfs_endpoint
+    job = {
+        "adapter": adapter,
+        "url": ep.endpoint_url,
+        "access_key": ep.access_key,
+        "secret_key": ep.secret_key,  # on stdin, never in argv
+        "region": ep.region,
+        "bucket": bucket,
+        "prefix": prefix,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _STORE_AT_EXIT],
+        input=json.dumps(job).encode(),
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == b"stored and read back", done.stderr.decode()
+    assert raw_read(raw, bucket, f"{prefix}models/last") == blob("last", 1, 11 * MiB)

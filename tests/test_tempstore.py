@@ -271,3 +271,22 @@ def test_a_child_forked_after_large_writes_writes_large_models_too(store, folder
         child.join()
     assert not hung and child.exitcode == 0
     assert store.get("child", verify=True).getvalue() == data
+
+
+def test_a_large_model_written_while_the_interpreter_exits_is_committed(folder):
+    """An atexit handler may store a last model; the hashing threads are gone by then."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, sys\n"
+        "from storage import TempModelStorage\n"
+        "store = TempModelStorage(sys.argv[1])\n"
+        "atexit.register(lambda: store.put('last', b'x' * (4 * 2**20)))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)], cwd=repo, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr.decode()
+    assert TempModelStorage(folder).get("last", verify=True).getvalue() == b"x" * (4 * 2**20)
