@@ -6,6 +6,7 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
@@ -54,6 +55,32 @@ def _quoted(etag: str) -> str:
     return etag if etag.startswith('"') else f'"{etag}"'
 
 
+CHECKSUM_SHA256 = "x-amz-checksum-sha256"
+
+
+class _KnownDigestMinio(Minio):
+    """A Minio client that does not hash a body whose SHA-256 it is given.
+
+    The SDK hashes every body it sends: a SHA-256 to sign it over HTTP, an
+    MD5 over HTTPS. A model's SHA-256 is computed while it is written, so the
+    MinIO file hands it over in the standard ``x-amz-checksum-sha256``
+    header. Over HTTP it becomes the signed payload hash instead (the server
+    checks it as it checks any signed body); over HTTPS the header stays and
+    the server checks the body by it, in place of the MD5. Any other request
+    is built by the SDK as it always is.
+    """
+
+    def _build_headers(self, host, headers=None, body=None, creds=None):
+        known = headers.get(CHECKSUM_SHA256) if headers else None
+        if known is None or not body or not creds:
+            return super()._build_headers(host, headers, body, creds)
+        headers, date = super()._build_headers(host, headers, None, creds)  # None: nothing to hash
+        headers["Content-Length"] = str(len(body))
+        if not self._base_url.is_https:
+            headers["x-amz-content-sha256"] = base64.b64decode(headers.pop(CHECKSUM_SHA256)).hex()
+        return headers, date
+
+
 class _MinioClient:
     def __init__(self, minio: Minio, bucket: str, region: str | None) -> None:
         self._minio = minio
@@ -94,9 +121,8 @@ class _MinioClient:
     def put(
         self, key: str, body, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
     ) -> str:
-        # The SDK protects the body itself (its signed SHA-256 over HTTP, an MD5
-        # over HTTPS); the checksum header would only make the server hash it again.
-        headers = {"Content-Type": "application/octet-stream"}
+        digest = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        headers = {"Content-Type": "application/octet-stream", CHECKSUM_SHA256: digest}  # see _KnownDigestMinio
         if tags:
             headers["x-amz-tagging"] = urlencode(tags)
         if if_none_match:
@@ -217,7 +243,7 @@ def make_minio_client(
         ca_certs=verify if isinstance(verify, str) else certifi.where(),
     )
     try:
-        return Minio(endpoint, credentials=credentials, secure=secure, region=region, http_client=http)
+        return _KnownDigestMinio(endpoint, credentials=credentials, secure=secure, region=region, http_client=http)
     except ValueError as exc:
         raise ConfigurationError(f"invalid MinIO endpoint {endpoint!r}: {exc}") from None
 

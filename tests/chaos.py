@@ -115,14 +115,15 @@ def raw_clear(raw, bucket: str, prefix: str) -> None:
 def record_put_payloads(proxy) -> list[tuple[str, str, bool]]:
     """Have a FaultProxy record each PUT it sees, as it arrives.
 
-    Entries: (operation, its x-amz-content-sha256, whether it carries x-amz-checksum-sha256).
+    Entries: (operation, its x-amz-content-sha256, the x-amz-checksum-* header it carries or None).
     """
-    seen: list[tuple[str, str, bool]] = []
+    seen: list[tuple[str, str, str | None]] = []
 
     def record(request):
         if request.method == "PUT":
             headers = request.headers
-            seen.append((request.operation, headers.get("x-amz-content-sha256"), "x-amz-checksum-sha256" in headers))
+            checksum = next((name.lower() for name in headers if name.lower().startswith("x-amz-checksum-")), None)
+            seen.append((request.operation, headers.get("x-amz-content-sha256"), checksum))
 
     proxy.rules.append(record)
     return seen

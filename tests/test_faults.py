@@ -522,11 +522,34 @@ def test_over_http_the_s3_adapter_signs_only_the_bodies_without_a_checksum_heade
     small, large = blob("small", 1, MiB), blob("large", 1, 11 * MiB)
     store.put("small", small, {"v": 1})
     store.put("large", large)
-    assert {(op, payload == "UNSIGNED-PAYLOAD", checked) for op, payload, checked in seen} == {
-        ("PutObject", True, True),  # the models' bytes (one part) and the sidecars
-        ("UploadPart", False, False),  # signed: its SHA-256 is in x-amz-content-sha256
+    store.set_model_metadata("large", {"v": 2})
+    assert {(op, payload == "UNSIGNED-PAYLOAD", checksum) for op, payload, checksum in seen} == {
+        ("PutObject", True, "x-amz-checksum-sha256"),  # the small model's bytes and the sidecars
+        ("UploadPart", False, None),  # signed: its SHA-256 is in x-amz-content-sha256
     }
-    assert len(seen) == 1 + 3 + 2
+    assert len(seen) == 2 + 3 + 2
+    assert store.get("small", verify=True).getvalue() == small
+    assert store.get("large", verify=True).getvalue() == large
+    store.close()
+
+
+def test_over_http_the_minio_adapter_signs_a_put_by_the_sha256_computed_while_writing(
+    proxy, seaweedfs_endpoint, bucket, prefix, monkeypatch
+):
+    """The SDK hashes every body it signs; for a whole-model PUT the model's own SHA-256 serves instead."""
+    import minio.api
+
+    hashed: list[int] = []
+    sdk_hash = minio.api.sha256_hash
+    monkeypatch.setattr(minio.api, "sha256_hash", lambda body: hashed.append(len(body or b"")) or sdk_hash(body))
+    store = adapter_store("minio", seaweedfs_endpoint, bucket, prefix, netloc=proxy.netloc, part_size=5 * MiB)
+    seen = record_put_payloads(proxy)
+    small, large = blob("small", 1, 2 * MiB), blob("large", 1, 11 * MiB)
+    store.put("small", small, {"v": 1})
+    store.put("large", large)
+    assert sorted(size for size in hashed if size >= MiB) == [MiB, 5 * MiB, 5 * MiB]  # the parts, not the model
+    assert [payload for op, payload, _ in seen if op == "PutObject"][0] == hashlib.sha256(small).hexdigest()
+    assert all(payload != "UNSIGNED-PAYLOAD" for _, payload, _ in seen)
     assert store.get("small", verify=True).getvalue() == small
     assert store.get("large", verify=True).getvalue() == large
     store.close()

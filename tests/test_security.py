@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import ssl
@@ -21,7 +23,7 @@ from functools import partial
 
 import pytest
 from chaos import MiB, adapter_store, blob, raw_clear, raw_keys, record_put_payloads
-from faultproxy import RESET, FaultProxy, Reply
+from faultproxy import CORRUPT, RESET, FaultProxy, Reply
 from servers import write_self_signed_certificate
 
 from adapters.retry import RetryPolicy
@@ -389,3 +391,49 @@ def test_no_id_reaches_a_key_outside_the_prefix(adapter, seaweedfs_endpoint, raw
         keys = [part.split("</Key>")[0] for part in body.split("<Key>")[1:]]
         assert keys and all(key.startswith(prefix) for key in keys), keys
     assert raw_keys(raw, bucket, "") == set()
+
+
+def test_over_https_the_minio_adapter_sends_a_models_sha256_in_place_of_an_md5(
+    seaweedfs_endpoint, bucket, self_signed, monkeypatch
+):
+    """The SDK would MD5 every body over HTTPS; a whole-model PUT carries the SHA-256 already computed instead.
+
+    The server checks it: a body damaged on the way is refused and sent again.
+    """
+    import minio.api
+
+    md5_sizes: list[int] = []
+    sdk_md5 = minio.api.md5sum_hash
+
+    def counted_md5(body):
+        md5_sizes.append(len(body or b""))
+        return sdk_md5(body)
+
+    monkeypatch.setattr(minio.api, "md5sum_hash", counted_md5)
+    context, ca_path = self_signed
+    ep = seaweedfs_endpoint
+    seen: list[tuple[str | None, bool]] = []
+    damaged: set[str] = set()
+
+    def record_and_damage_once(request):
+        if request.method == "PUT" and request.length:
+            seen.append((request.headers.get("x-amz-checksum-sha256"), "content-md5" in request.headers))
+            if request.target not in damaged:
+                damaged.add(request.target)
+                return CORRUPT
+        return None
+
+    data = blob("model", 1, 3 * MiB)
+    with FaultProxy(ep.netloc, tls=context) as proxy:
+        proxy.rules.append(record_and_damage_once)
+        store = _tls_store("minio", ep, bucket, proxy, verify=ca_path)
+        store.put("model", data, {"v": 1})
+        assert store.get("model", verify=True).getvalue() == data
+        assert store.get_model_metadata("model") == {"v": 1}
+        store.delete_all()
+        store.close()
+        refused = [e.status for e in proxy.entries() if e.fault == CORRUPT]
+    assert refused == [400, 400]  # the model's bytes and its sidecar, each sent again
+    assert len(seen) == 4 and not any(md5 for _, md5 in seen)
+    assert seen[0][0] == seen[1][0] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert max(md5_sizes, default=0) < 1024  # no body was MD5-hashed; small XML requests still are
