@@ -79,6 +79,9 @@ class TempModelStorage(ModelStorage):
         super().__init__()
         self.directory = Path(directory) if directory is not None else default_directory()
         self.fsync = fsync
+        # Paths as plain strings: for a small model, pathlib would cost more than the syscalls.
+        self._root = os.fspath(self.directory)
+        self._in_root = os.path.join(self._root, "")
         self._lock = threading.Lock()
         with _os_errors(f"create model folder {self.directory}"):
             try:
@@ -91,11 +94,11 @@ class TempModelStorage(ModelStorage):
 
     # -- paths and records -------------------------------------------------
 
-    def _model_path(self, model_id: str) -> Path:
-        return self.directory / model_id
+    def _model_path(self, model_id: str) -> str:
+        return self._in_root + model_id
 
-    def _record_path(self, model_id: str) -> Path:
-        return self.directory / f".{model_id}{_RECORD_SUFFIX}"
+    def _record_path(self, model_id: str) -> str:
+        return f"{self._in_root}.{model_id}{_RECORD_SUFFIX}"
 
     def _model_version(self, model_id: str) -> os.stat_result | None:
         try:
@@ -109,7 +112,8 @@ class TempModelStorage(ModelStorage):
     def _record(self, model_id: str, st: os.stat_result) -> dict | None:
         """The record of this exact file version, or None (missing or stale)."""
         try:
-            record = json.loads(self._record_path(model_id).read_bytes())
+            with open(self._record_path(model_id), "rb") as f:
+                record = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -129,9 +133,9 @@ class TempModelStorage(ModelStorage):
     def _prepare_record(self, model_id: str, st: os.stat_result, sha256: str | None, metadata: Metadata) -> str:
         """Write the record to a temporary file (where a full disk shows) and return its path."""
         record = {"version": _version(st), "sha256": sha256, "metadata": metadata}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=self._root, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
         try:
-            with os.fdopen(fd, "w") as f:
+            with open(fd, "w") as f:
                 json.dump(record, f)
                 if self.fsync:
                     f.flush()
@@ -166,7 +170,7 @@ class TempModelStorage(ModelStorage):
                     raise
             fd = None
         if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
-            return os.fdopen(fd, "rb")
+            return open(fd, "rb")
         if fd is not None:
             os.close(fd)
         raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
@@ -252,8 +256,8 @@ class _FileSink:
         self._model_id = model_id
         self._overwrite = overwrite
         with _os_errors(f"start writing model {model_id!r}"):
-            fd, self._tmp = tempfile.mkstemp(dir=store.directory, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
-        self._file = os.fdopen(fd, "wb")
+            fd, self._tmp = tempfile.mkstemp(dir=store._root, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
+        self._file = open(fd, "wb")  # noqa: SIM115 - closed by commit or abort
 
     def write(self, data: memoryview) -> None:
         with _os_errors(f"write model {self._model_id!r}"):
