@@ -128,7 +128,8 @@ class ObjectClient(Protocol):
         """Up to 1000 keys after ``start_after`` in order, and whether more follow."""
 
     def list_uploads(self, prefix: str) -> list[tuple[str, str]]: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Drop the pooled connections (closing only this process's copies); the client stays usable."""
 
 
 Translate = Callable[[Exception, str], "StorageError | None"]

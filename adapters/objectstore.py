@@ -127,6 +127,7 @@ class ObjectStoreModelStorage(ModelStorage):
         self.ranged_get_threshold = ranged_get_threshold
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelstorage")
         self._bucket_confirmed = False
+        self._shares_parents_connections = False
         self._abandoned: list[tuple[str, str]] = []  # (key, upload id) an outage kept us from aborting
         self._abandoned_lock = threading.Lock()
         if create_bucket:
@@ -146,6 +147,7 @@ class ObjectStoreModelStorage(ModelStorage):
 
     def call(self, operation: str, fn, *args, **kwargs):
         """One SDK call under the retry policy."""
+        self._own_connections()
         return self.retry.call(operation, fn, *args, **kwargs)
 
     def close(self) -> None:
@@ -161,6 +163,22 @@ class ObjectStoreModelStorage(ModelStorage):
                 )
         self.executor.shutdown(wait=True)
         self.client.close()
+
+    def _after_fork_in_child(self) -> None:
+        # Only lock-free work here, inside the fork (dropping connections takes the
+        # SDK's pool lock, which a parent thread may have held): the connections go
+        # before the child's first request.
+        self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="modelstorage")
+        self._abandoned_lock = threading.Lock()
+        self._shares_parents_connections = True
+        super()._after_fork_in_child()
+
+    def _own_connections(self) -> None:
+        """A forked child shares its parent's pooled connections, and requests of both on one
+        connection would mix: before its first request, the child drops its copies."""
+        if self._shares_parents_connections:
+            self._shares_parents_connections = False
+            self.client.close()
 
     def pending_uploads(self) -> list[tuple[str, str]]:
         """Multipart uploads under this store's prefix that were never finished."""
@@ -183,6 +201,7 @@ class ObjectStoreModelStorage(ModelStorage):
                 self._abandoned.append((key, upload_id))
 
     def _abort(self, key: str, upload_id: str, policy: RetryPolicy) -> None:
+        self._own_connections()
         with contextlib.suppress(ObjectNotFound):  # already gone
             policy.call(f"abort upload of {key!r}", self.client.abort_multipart, key, upload_id)
 

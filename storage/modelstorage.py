@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,16 +54,24 @@ def _new_hashing_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="modelstorage-sha256")
 
 
-def _renew_hashing_pool() -> None:
-    # A forked child has none of its parent's threads; a pool that thinks it
-    # has idle ones would leave a submitted hash waiting forever.
+_hash_pool = _new_hashing_pool()
+_stores: weakref.WeakSet[ModelStorage] = weakref.WeakSet()
+
+
+def _renew_after_fork() -> None:
+    # A forked child has only the thread that forked: a pool that thinks it has
+    # idle threads would leave submitted work waiting forever, and a lock some
+    # other thread held stays held. Each store renews what it owns.
     global _hash_pool
     _hash_pool = _new_hashing_pool()
+    for store in list(_stores):
+        # A store another thread was still building has nothing to renew yet.
+        with contextlib.suppress(AttributeError):
+            store._after_fork_in_child()
 
 
-_hash_pool = _new_hashing_pool()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_hashing_pool)
+    os.register_at_fork(after_in_child=_renew_after_fork)
 
 
 def submit_or_run(executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -164,7 +173,7 @@ class ModelWriter(io.BufferedIOBase):
         self._size = 0
         self._metadata_text = "{}"
         self._lock = threading.Lock()
-        self._state = "open"  # -> "committed" | "aborted"
+        self._state = "open"  # -> "committed" | "aborted" | "in the parent process"
         self.stat: ModelStat | None = None
         """Set once the model is committed."""
 
@@ -223,6 +232,11 @@ class ModelWriter(io.BufferedIOBase):
                 raise
             self.stat = ModelStat(self.model_id, self._size, sha256, modified or datetime.now(timezone.utc))
             self._finish("committed")
+
+    def leave_to_parent(self) -> None:
+        """In a forked child: this write is the parent's, so the child neither commits nor discards it."""
+        self._lock = threading.Lock()
+        self._state = "in the parent process"
 
     def abort(self) -> None:
         """Discard everything written; the store keeps its previous version."""
@@ -313,6 +327,7 @@ class ModelStorage(ABC):
     def __init__(self) -> None:
         self._writers: dict[str, ModelWriter] = {}
         self._writers_lock = threading.Lock()
+        _stores.add(self)
 
     # -- the FEDn contract -------------------------------------------------
 
@@ -456,6 +471,16 @@ class ModelStorage(ABC):
         normalized, text = normalize_metadata(value)
         self._check_metadata(normalized)
         return normalized, text
+
+    def _after_fork_in_child(self) -> None:
+        """Make this store usable in a forked child; the parent's open writes stay the parent's.
+
+        Subclasses renew what they own (locks, thread pools, connections) and call this.
+        """
+        self._writers_lock = threading.Lock()
+        writers, self._writers = self._writers, {}
+        for writer in writers.values():
+            writer.leave_to_parent()
 
     def _open_writer(self, model_id: str) -> ModelWriter | None:
         with self._writers_lock:

@@ -92,6 +92,10 @@ class TempModelStorage(ModelStorage):
     def __repr__(self) -> str:
         return f"TempModelStorage({str(self.directory)!r}, fsync={self.fsync})"
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        super()._after_fork_in_child()
+
     # -- paths and records -------------------------------------------------
 
     def _model_path(self, model_id: str) -> str:
@@ -135,7 +139,7 @@ class TempModelStorage(ModelStorage):
         record = {"version": _version(st), "sha256": sha256, "metadata": metadata}
         fd, tmp = tempfile.mkstemp(dir=self._root, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
         try:
-            with open(fd, "w") as f:
+            with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
                 if self.fsync:
                     f.flush()
@@ -170,7 +174,7 @@ class TempModelStorage(ModelStorage):
                     raise
             fd = None
         if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
-            return open(fd, "rb")
+            return os.fdopen(fd, "rb")
         if fd is not None:
             os.close(fd)
         raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
@@ -257,7 +261,7 @@ class _FileSink:
         self._overwrite = overwrite
         with _os_errors(f"start writing model {model_id!r}"):
             fd, self._tmp = tempfile.mkstemp(dir=store._root, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
-        self._file = open(fd, "wb")  # noqa: SIM115 - closed by commit or abort
+        self._file = os.fdopen(fd, "wb")
 
     def write(self, data: memoryview) -> None:
         with _os_errors(f"write model {self._model_id!r}"):

@@ -6,12 +6,16 @@ Metadata comes in both shapes FEDn uses: dicts, and its integer ``ModelStatus``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
+import os
 import queue
 import random
+import signal
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -1256,3 +1260,49 @@ def test_a_valid_id_works_with_every_method(store, model_id):
     assert read(store, model_id) == b"version 2"
     assert store.delete(model_id) is True
     assert store.list() == []
+
+
+def _wait_or_kill(pid: int, seconds: float) -> int | None:
+    """The child's exit code, or None if it was still running after ``seconds`` (then it is killed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def _in_forked_child(store, data: bytes) -> int:
+    """What a forked child does: store and read back a model of several parts, then close the store."""
+    try:
+        store.put("child", data)
+        intact = store.get("child", verify=True).getvalue() == data
+        gc.collect()  # finalizes the child's copy of the parent's writer
+        store.close()  # aborts open writes: the child's own, never the parent's
+        return 0 if intact else 2
+    except BaseException:  # noqa: BLE001 - the exit code is all a forked child can report
+        return 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_can_use_the_store_and_leaves_the_parents_open_write_alone(store):
+    """Thread pools, locks and pooled connections do not survive fork as they are; the store renews them."""
+    part = getattr(store, "part_size", 4 * MiB)
+    data = os.urandom(2 * part + 1)  # parts on an object store, hashing threads everywhere
+    store.put("before", data)  # the parent's threads and connections now exist
+    writer = store.get_ptr("parent")
+    writer.write(data[: part + 1])  # a write in flight (a multipart upload on an object store)
+    store.set_model_metadata("parent", {"round": 1})
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which reports by its exit code
+        writer = None
+        os._exit(_in_forked_child(store, data))
+    assert _wait_or_kill(pid, 60) == 0
+    writer.write(data[part + 1 :])
+    writer.close()
+    assert store.get("parent", verify=True).getvalue() == data
+    assert store.get_model_metadata("parent") == {"round": 1}
+    assert store.get("before").getvalue() == data  # the parent's own connections still work
