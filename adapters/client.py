@@ -111,9 +111,20 @@ class ObjectClient(Protocol):
         self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None
     ) -> ObjectResponse: ...
     def put(
-        self, key: str, body: bytes, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
+        self,
+        key: str,
+        body: bytes,
+        *,
+        sha256: str,
+        tags: dict[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> str:
-        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``; returns the ETag."""
+        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``; returns the ETag.
+
+        ``if_none_match``: only if there is no object at ``key``; ``if_match``:
+        only if the object there has this ETag. Else PreconditionFailed.
+        """
 
     def create_multipart(self, key: str) -> str: ...
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str: ...

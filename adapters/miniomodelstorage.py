@@ -119,7 +119,14 @@ class _MinioClient:
 
     @_translated
     def put(
-        self, key: str, body, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
+        self,
+        key: str,
+        body,
+        *,
+        sha256: str,
+        tags: dict[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> str:
         digest = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
         headers = {"Content-Type": "application/octet-stream", CHECKSUM_SHA256: digest}  # see _KnownDigestMinio
@@ -127,6 +134,8 @@ class _MinioClient:
             headers["x-amz-tagging"] = urlencode(tags)
         if if_none_match:
             headers["If-None-Match"] = "*"
+        if if_match:
+            headers["If-Match"] = if_match
         return _quoted(self._minio._put_object(self.bucket, key, body, headers=headers).etag)
 
     @_translated

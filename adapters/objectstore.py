@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from adapters import metadata as codec
-from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, classify
+from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, classify
 from adapters.retry import RetryPolicy
 from adapters.transfer import MultipartSink, ObjectReader, read_whole
 from storage.config import parse_bool, reject_unknown_options
@@ -237,19 +237,27 @@ class ObjectStoreModelStorage(ModelStorage):
 
     def _record(self, model_id: str) -> tuple[Metadata, str | None] | None:
         """(metadata, sha256) as stored, or None if there is no record."""
+        if self.metadata_mode == codec.SIDECAR:
+            sidecar = self._sidecar(model_id)
+            return None if sidecar is None else sidecar[0]
         try:
-            if self.metadata_mode == codec.TAGS:
-                tags = self.call(f"get tags of {model_id!r}", self.client.get_tags, self.keys.model_key(model_id))
-                return codec.decode_tags(tags)
-            body = self.call(f"get metadata of {model_id!r}", self._read_small, self.keys.metadata_key(model_id))
-            return codec.decode_sidecar(body)
+            tags = self.call(f"get tags of {model_id!r}", self.client.get_tags, self.keys.model_key(model_id))
         except ObjectNotFound:
             return None
+        return codec.decode_tags(tags)
 
-    def _read_small(self, key: str) -> bytes:
+    def _sidecar(self, model_id: str) -> tuple[tuple[Metadata, str | None], str] | None:
+        """The sidecar's (metadata, sha256) and its ETag, or None if there is none."""
+        try:
+            body, etag = self.call(f"get metadata of {model_id!r}", self._read_small, self.keys.metadata_key(model_id))
+        except ObjectNotFound:
+            return None
+        return codec.decode_sidecar(body), etag
+
+    def _read_small(self, key: str) -> tuple[bytes, str]:
         response = self.client.get(key)
         with response.body:
-            return response.body.read()
+            return response.body.read(), response.info.etag
 
     def _not_found(self, model_id: str) -> ModelNotFoundError:
         self._confirm_bucket()
@@ -330,24 +338,40 @@ class ObjectStoreModelStorage(ModelStorage):
         return record[0]
 
     def _write_metadata(self, model_id: str, value: Metadata) -> None:
+        if self.metadata_mode == codec.SIDECAR:
+            self._replace_sidecar(model_id, value)
+            return
         record = self._record(model_id)
-        missing = record is None if self.metadata_mode == codec.TAGS else self._head(model_id) is None
-        if missing:  # in sidecar mode the model object decides, as in _read_metadata
+        if record is None:
             raise self._not_found(model_id)
-        sha256 = record[1] if record else None
-        if self.metadata_mode == codec.TAGS:
-            tags = codec.encode_tags(value, sha256)
-            try:
-                self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
-            except ObjectNotFound:
-                raise self._not_found(model_id) from None
-        else:
-            self._put_sidecar(model_id, value, sha256)
+        tags = codec.encode_tags(value, record[1])
+        try:
+            self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
+        except ObjectNotFound:
+            raise self._not_found(model_id) from None
 
-    def _put_sidecar(self, model_id: str, metadata: Metadata, model_sha256: str | None) -> None:
+    def _replace_sidecar(self, model_id: str, value: Metadata) -> None:
+        """New metadata beside the SHA-256 of the model as it is now.
+
+        The sidecar is replaced only if it is still the one read (If-Match, or
+        If-None-Match where there was none). If another write replaced or
+        removed it meanwhile, that write stands, as if this call had come just
+        before it: never the new bytes beside the old SHA-256.
+        """
+        sidecar = self._sidecar(model_id)
+        if self._head(model_id) is None:  # the model object decides, as in _read_metadata
+            raise self._not_found(model_id)
+        sha256 = sidecar[0][1] if sidecar else None
+        only_over = {"if_match": sidecar[1]} if sidecar else {"if_none_match": True}
+        with contextlib.suppress(PreconditionFailed, ObjectNotFound):
+            self._put_sidecar(model_id, value, sha256, **only_over)
+
+    def _put_sidecar(self, model_id: str, metadata: Metadata, model_sha256: str | None, **conditions) -> None:
+        """PUT the sidecar; ``conditions`` (``if_match``, ``if_none_match``) as ``ObjectClient.put`` takes them."""
         body = codec.encode_sidecar(metadata, model_sha256)
         key = self.keys.metadata_key(model_id)
-        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=hashlib.sha256(body).hexdigest())
+        sha256 = hashlib.sha256(body).hexdigest()
+        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=sha256, **conditions)
 
     def _delete(self, model_id: str) -> bool:
         existed = self._head(model_id) is not None

@@ -104,7 +104,14 @@ class _Boto3Client:
 
     @_translated
     def put(
-        self, key: str, body, *, sha256: str, tags: dict[str, str] | None = None, if_none_match: bool = False
+        self,
+        key: str,
+        body,
+        *,
+        sha256: str,
+        tags: dict[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> str:
         # The server refuses a body that does not match (BadDigest), so the body
         # needs no signature of its own (see _sign_only_unprotected_bodies).
@@ -113,6 +120,8 @@ class _Boto3Client:
             extra["Tagging"] = urlencode(tags)
         if if_none_match:
             extra["IfNoneMatch"] = "*"
+        if if_match:
+            extra["IfMatch"] = if_match
         return self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)["ETag"]
 
     @_translated

@@ -263,3 +263,39 @@ def test_wrong_credentials_raise_permission_error_without_the_secret(seaweedfs_e
         store.close()
     assert all(secret not in record.getMessage() for record in caplog.records)
     raw.delete_bucket(Bucket=bucket)
+
+
+@one_mode_per_adapter
+def test_metadata_set_while_the_model_is_replaced_leaves_the_new_model_with_its_own_sha256(store, monkeypatch):
+    """The sidecar is read, then written: a replacement in between must not pair the new bytes with
+    the old SHA-256, or verified reads would call a sound model corrupt. The replacement stands,
+    as if the metadata had been set just before it."""
+    old, new = os.urandom(1000), os.urandom(2000)
+    store.put("model", old, {"v": 1})
+    real_head = store._head
+    replaced = []
+
+    def head_after_a_replacement(model_id):
+        if not replaced:
+            replaced.append(model_id)
+            store.put(model_id, new, {"v": 2})  # another writer commits between the read and the write
+        return real_head(model_id)
+
+    monkeypatch.setattr(store, "_head", head_after_a_replacement)
+    store.set_model_metadata("model", {"v": 3})
+    monkeypatch.undo()
+    assert replaced == ["model"]
+    assert store.stat("model").sha256 == hashlib.sha256(new).hexdigest()
+    assert store.get("model", verify=True).getvalue() == new
+    assert store.get_model_metadata("model") == {"v": 2}
+
+
+@one_mode_per_adapter
+def test_metadata_set_on_a_model_without_a_sidecar_creates_one(store):
+    """A model another tool wrote has no sidecar: setting metadata creates it (If-None-Match)."""
+    store.put("model", b"bytes", {"v": 1})
+    store.client.delete_many([store.keys.metadata_key("model")])
+    assert store.get_model_metadata("model") == {}
+    store.set_model_metadata("model", {"v": 2})
+    assert store.get_model_metadata("model") == {"v": 2}
+    assert store.stat("model").sha256 is None
