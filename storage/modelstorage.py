@@ -233,7 +233,7 @@ class ModelWriter(io.BufferedIOBase):
             self.stat = ModelStat(self.model_id, self._size, sha256, modified or datetime.now(timezone.utc))
             self._finish("committed")
 
-    def leave_to_parent(self) -> None:
+    def _leave_to_parent(self) -> None:
         """In a forked child: this write is the parent's, so the child neither commits nor discards it."""
         self._lock = threading.Lock()
         self._state = "in the parent process"
@@ -480,7 +480,7 @@ class ModelStorage(ABC):
         self._writers_lock = threading.Lock()
         writers, self._writers = self._writers, {}
         for writer in writers.values():
-            writer.leave_to_parent()
+            writer._leave_to_parent()
 
     def _open_writer(self, model_id: str) -> ModelWriter | None:
         with self._writers_lock:

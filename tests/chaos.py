@@ -112,7 +112,7 @@ def raw_clear(raw, bucket: str, prefix: str) -> None:
         raw.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
 
 
-def record_put_payloads(proxy) -> list[tuple[str, str, bool]]:
+def record_put_payloads(proxy) -> list[tuple[str, str, str | None]]:
     """Have a FaultProxy record each PUT it sees, as it arrives.
 
     Entries: (operation, its x-amz-content-sha256, the x-amz-checksum-* header it carries or None).
