@@ -6,6 +6,7 @@ through ``classify``, into the errors below. Nothing SDK-specific passes it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import ssl
@@ -55,6 +56,11 @@ _DENIED_CODES = {
     "AllAccessDisabled",
     "AccountProblem",
 }
+
+
+def checksum_sha256(sha256: str) -> str:
+    """A hex SHA-256 in the form the ``x-amz-checksum-sha256`` header takes (base64)."""
+    return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
 
 
 def classify(status: int | None, code: str | None, message: str, *, bucket: str) -> StorageError:

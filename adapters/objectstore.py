@@ -125,7 +125,7 @@ class ObjectStoreModelStorage(ModelStorage):
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.ranged_get_threshold = ranged_get_threshold
-        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelstorage")
+        self.executor = self._new_executor()
         self._bucket_confirmed = False
         self._shares_parents_connections = False
         self._abandoned: list[tuple[str, str]] = []  # (key, upload id) an outage kept us from aborting
@@ -168,10 +168,13 @@ class ObjectStoreModelStorage(ModelStorage):
         # Only lock-free work here, inside the fork (dropping connections takes the
         # SDK's pool lock, which a parent thread may have held): the connections go
         # before the child's first request.
-        self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="modelstorage")
+        self.executor = self._new_executor()
         self._abandoned_lock = threading.Lock()
         self._shares_parents_connections = True
         super()._after_fork_in_child()
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="modelstorage")
 
     def _own_connections(self) -> None:
         """A forked child shares its parent's pooled connections, and requests of both on one

@@ -6,7 +6,6 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
@@ -21,7 +20,7 @@ import botocore.session
 import urllib3
 from botocore.config import Config
 
-from adapters.client import ObjectInfo, ObjectResponse, ResponseBody, classify, translating
+from adapters.client import ObjectInfo, ObjectResponse, ResponseBody, checksum_sha256, classify, translating
 from adapters.objectstore import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreModelStorage, url_settings
 from adapters.retry import RetryPolicy, TransientError
 from storage.errors import ConfigurationError, StorageError, StoragePermissionError
@@ -115,7 +114,7 @@ class _Boto3Client:
     ) -> str:
         # The server refuses a body that does not match (BadDigest), so the body
         # needs no signature of its own (see _sign_only_unprotected_bodies).
-        extra = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode("ascii")}
+        extra = {"ChecksumSHA256": checksum_sha256(sha256)}
         if tags:
             extra["Tagging"] = urlencode(tags)
         if if_none_match:
