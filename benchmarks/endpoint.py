@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tests/ is not installed; it is imported from the checkout
-    sys.path.insert(0, str(ROOT))
-
-from tests.servers import S3Endpoint, SeaweedFSServer, unique_bucket_name  # noqa: E402
+from adapters.testing.seaweedfs import SeaweedFSServer
+from adapters.testing.servers import S3Endpoint, unique_bucket_name
 
 # The test fixture keeps volumes small so that many buckets fit; one bucket
 # of large models instead wants few, large volumes (fewer volume allocations

@@ -27,7 +27,8 @@ import boto3
 import pytest
 from backends import BackendSpec, register
 from chaos import tuning
-from servers import S3Endpoint, make_moto_conditional_writes_atomic, unique_bucket_name
+from adapters.testing.motoserver import make_moto_conditional_writes_atomic
+from adapters.testing.servers import S3Endpoint, unique_bucket_name
 
 from adapters import MinioModelStorage, S3ModelStorage
 from adapters.objectstore import ObjectStoreModelStorage

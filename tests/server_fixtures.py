@@ -1,8 +1,7 @@
 """pytest plugin: session-scoped S3 test servers on loopback.
 
-Load it from tests/conftest.py with ``pytest_plugins = ["server_fixtures"]`` (tests/ is not a package;
-pytest's default ``prepend`` import mode puts tests/ on sys.path), or on the command line with
-``python -m pytest -p tests.server_fixtures``.
+Loaded by tests/conftest.py (``pytest_plugins = ["server_fixtures"]``); the servers themselves live in
+``adapters.testing``, where the benchmarks find them too.
 
 Fixtures (each yields a ``servers.S3Endpoint``: endpoint_url, access_key, secret_key, region, netloc,
 secure, boto3_client(), minio_client()):
@@ -18,10 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-if __package__:  # loaded as tests.server_fixtures
-    from .servers import MotoServer, S3Endpoint, SeaweedFSServer, ServerStartError
-else:  # loaded as top-level module "server_fixtures" with tests/ on sys.path
-    from servers import MotoServer, S3Endpoint, SeaweedFSServer, ServerStartError
+from adapters.testing.motoserver import MotoServer
+from adapters.testing.seaweedfs import SeaweedFSServer
+from adapters.testing.servers import S3Endpoint, ServerStartError
 
 _startup_times: dict[str, float] = {}
 

@@ -680,7 +680,7 @@ _STORE_AT_EXIT = """
 import atexit, json, sys
 sys.path.insert(0, "tests")
 from chaos import adapter_store, blob
-from servers import S3Endpoint
+from adapters.testing.servers import S3Endpoint
 
 job = json.loads(sys.stdin.read())
 endpoint = S3Endpoint("seaweedfs", job["url"], job["access_key"], job["secret_key"], job["region"])

@@ -24,7 +24,7 @@ from functools import partial
 import pytest
 from chaos import MiB, adapter_store, blob, raw_clear, raw_keys, record_put_payloads
 from faultproxy import CORRUPT, RESET, FaultProxy, Reply
-from servers import write_self_signed_certificate
+from adapters.testing.servers import write_self_signed_certificate
 
 from adapters.retry import RetryPolicy
 from storage import (
