@@ -1,7 +1,9 @@
-"""What an SDK file implements and raises: the seam between the core and an SDK.
+"""The seam between the object-store core and an SDK: what an SDK file implements and raises.
 
-An SDK file turns its SDK's calls into these dozen methods and its exceptions,
-through ``classify``, into the errors below. Nothing SDK-specific passes it.
+An SDK file turns its SDK's calls into an ``ObjectClient`` (a dozen calls on
+one bucket) and its multipart uploads into ``Upload`` handles, and its
+exceptions, through ``classify``, into the errors below. Nothing SDK-specific
+passes this seam.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-from adapters.retry import TransientError
 from storage.errors import (
     BucketNotFoundError,
     MetadataError,
     StorageError,
     StoragePermissionError,
 )
+from storage.retry import TransientError
 
 # -- what an SDK file raises --------------------------------------------------
 
@@ -105,8 +107,65 @@ class ObjectResponse:
     """Readable with ``readinto``; errors while reading raise TransientError."""
 
 
+@dataclass(frozen=True)
+class PutMode:
+    """What a PUT (or a multipart upload's completion) may find at its key, as Rust's object_store has it.
+
+    ``OVERWRITE``: anything; ``CREATE``: nothing (``If-None-Match: *``);
+    ``PutMode.update(etag)``: the object with that ETag (``If-Match``).
+    Otherwise the server refuses it and the SDK file raises PreconditionFailed.
+    """
+
+    kind: str
+    etag: str | None = None
+
+    @classmethod
+    def update(cls, etag: str) -> PutMode:
+        return cls("update", etag)
+
+    def headers(self) -> dict[str, str]:
+        """The conditional header this mode sends."""
+        if self.kind == "create":
+            return {"If-None-Match": "*"}
+        if self.kind == "update":
+            return {"If-Match": self.etag or ""}
+        return {}
+
+
+OVERWRITE = PutMode("overwrite")
+CREATE = PutMode("create")
+
+
+class Upload(Protocol):
+    """One multipart upload under way; an SDK file returns it from ``start_upload`` and ``uploads``."""
+
+    key: str
+    upload_id: str
+
+    def put_part(self, number: int, body: bytes) -> str:
+        """Upload part ``number`` (from 1); returns its ETag."""
+
+    def complete(self, parts: Sequence[tuple[int, str]], mode: PutMode) -> str:
+        """Join the parts (number, ETag) into the object at ``key``, as ``mode`` allows; returns its ETag."""
+
+    def abort(self) -> None: ...
+
+
+@dataclass
+class UploadHandle:
+    """What an SDK file's ``Upload`` holds: its client, key and upload id."""
+
+    client: ObjectClient
+    key: str
+    upload_id: str
+
+    @property
+    def bucket(self) -> str:
+        return self.client.bucket
+
+
 class ObjectClient(Protocol):
-    """The calls an SDK file translates. Each raises only library errors."""
+    """The calls an SDK file translates, on one bucket. Each raises only library errors."""
 
     bucket: str
 
@@ -117,34 +176,20 @@ class ObjectClient(Protocol):
         self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None
     ) -> ObjectResponse: ...
     def put(
-        self,
-        key: str,
-        body: bytes,
-        *,
-        sha256: str,
-        tags: dict[str, str] | None = None,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        self, key: str, body: bytes, *, sha256: str, mode: PutMode = OVERWRITE, tags: dict[str, str] | None = None
     ) -> str:
-        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``; returns the ETag.
+        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``, as ``mode`` allows; returns the ETag."""
 
-        ``if_none_match``: only if there is no object at ``key``; ``if_match``:
-        only if the object there has this ETag. Else PreconditionFailed.
-        """
+    def start_upload(self, key: str) -> Upload: ...
+    def uploads(self, prefix: str) -> list[Upload]:
+        """The multipart uploads under way whose keys start with ``prefix``."""
 
-    def create_multipart(self, key: str) -> str: ...
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str: ...
-    def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *, if_none_match: bool = False
-    ) -> str: ...
-    def abort_multipart(self, key: str, upload_id: str) -> None: ...
     def get_tags(self, key: str) -> dict[str, str]: ...
     def put_tags(self, key: str, tags: dict[str, str]) -> None: ...
     def delete_many(self, keys: Sequence[str]) -> None: ...
     def list_page(self, prefix: str, start_after: str | None) -> tuple[list[str], bool]:
         """Up to 1000 keys after ``start_after`` in order, and whether more follow."""
 
-    def list_uploads(self, prefix: str) -> list[tuple[str, str]]: ...
     def close(self) -> None:
         """Drop the pooled connections (closing only this process's copies); the client stays usable."""
 
@@ -164,7 +209,8 @@ def tls_failure(exc: BaseException) -> StorageError | None:
             reason = current.verify_message or current.reason or "certificate verify failed"
             return StorageError(
                 f"TLS certificate verification failed ({reason}): trust the CA that signed the server's "
-                "certificate (S3ModelStorage takes verify='/path/to/ca.pem'), or fix the certificate"
+                "certificate (verify='/path/to/ca.pem'; in a URL, the option verify=/path/to/ca.pem), "
+                "or fix the certificate"
             )
         nested = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
         pending.extend(e for e in nested if isinstance(e, BaseException))
@@ -210,7 +256,11 @@ class ResponseBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        return self._translated(self._stream.readinto, buffer)
+        if hasattr(self._stream, "readinto"):
+            return self._translated(self._stream.readinto, buffer)
+        data = self._translated(self._stream.read, len(buffer))  # botocore 1.36's body has no readinto
+        buffer[: len(data)] = data
+        return len(data)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

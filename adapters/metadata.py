@@ -12,7 +12,7 @@ import json
 import re
 
 from storage.errors import MetadataError
-from storage.modelstorage import Metadata
+from storage.model import Metadata
 
 SIDECAR = "sidecar"
 TAGS = "tags"

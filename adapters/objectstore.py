@@ -1,9 +1,9 @@
-"""The object-store core both adapters share: key layout, metadata modes, errors.
+"""The object-store core both adapters share: key layout, metadata modes, the store's primitives.
 
-An SDK file supplies an ``ObjectClient``: a dozen calls that speak S3 and
-raise only the errors below. Everything else (retries, multipart, ranged
-reads, metadata, verification, listing and batch deletes) is written here and
-in ``adapters.transfer``, once.
+An SDK file supplies an ``ObjectClient`` (``adapters.client``): a dozen calls
+that speak S3 and raise only the library's errors. Everything else is here and
+in ``transfer``/``multipart``, once: retries, multipart, ranged reads,
+metadata, verification, listing and batch deletes.
 """
 
 from __future__ import annotations
@@ -12,50 +12,26 @@ import contextlib
 import hashlib
 import io
 import logging
-import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from adapters import metadata as codec
-from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, classify
-from adapters.retry import RetryPolicy
-from adapters.transfer import MultipartSink, ObjectReader, read_whole
-from storage.config import parse_bool, reject_unknown_options
-from storage.errors import ConfigurationError, ModelNotFoundError, StorageUnavailableError
+from adapters.client import CREATE, ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, PutMode, classify
+from adapters.multipart import MultipartSink
+from adapters.options import ObjectStoreOptions
+from adapters.transfer import Transfers
+from storage.errors import ConfigurationError, ModelNotFoundError
 from storage.ids import is_model_id
-from storage.modelstorage import Metadata, ModelStat, ModelStorage
+from storage.model import Metadata, ModelStat
+from storage.modelstorage import ModelStorage
+from storage.options import StorageURL
+from storage.process import ProcessLocal
 
 logger = logging.getLogger("modelstorage")
 
 MiB = 1024 * 1024
-MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
-DEFAULT_PART_SIZE = 16 * MiB
-DEFAULT_MAX_CONCURRENCY = 4
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
-
-
-_URL_INTS = {"part_size", "max_concurrency", "ranged_get_threshold"}
-_URL_SHARED = {"metadata", "create_bucket"} | _URL_INTS
-_URL_BOOLS = {"create_bucket", "verify", "secure"}
-
-
-def url_settings(scheme: str, options: dict[str, str], *, extra: set[str]) -> dict[str, object]:
-    """Constructor keywords from a URL's query: the shared ones plus ``extra``."""
-    reject_unknown_options(scheme, options, _URL_SHARED | extra)
-    settings: dict[str, object] = {}
-    for name, value in options.items():
-        if name in _URL_INTS:
-            try:
-                settings[name] = int(value)
-            except ValueError:
-                raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
-        elif name in _URL_BOOLS:
-            settings[name] = parse_bool(name, value)
-        else:
-            settings[name] = value
-    return settings
 
 
 @dataclass(frozen=True)
@@ -95,49 +71,51 @@ class KeyLayout:
 
 
 class ObjectStoreModelStorage(ModelStorage):
-    """ModelStorage over any ``ObjectClient``; the adapters only build the client."""
+    """ModelStorage over any ``ObjectClient``; an adapter only says how to build its client.
+
+    ``make_client(options)`` makes the SDK client of the process it is called
+    in; ``passed_in`` says it returns a client the caller built. ``settings``
+    are ``ObjectStoreOptions`` as keyword arguments, applied over ``options``.
+    """
 
     def __init__(
         self,
-        client: ObjectClient,
+        make_client: Callable[[ObjectStoreOptions], ObjectClient],
         prefix: str = "",
         *,
-        metadata: str = codec.SIDECAR,
-        retry: RetryPolicy | None = None,
-        part_size: int = DEFAULT_PART_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        ranged_get_threshold: int | None = None,
-        create_bucket: bool = False,
+        options: ObjectStoreOptions | None = None,
+        passed_in: bool = False,
+        **settings: object,
     ) -> None:
         super().__init__()
-        if metadata not in codec.MODES:
-            raise ConfigurationError(f"metadata must be one of {', '.join(codec.MODES)}, not {metadata!r}")
-        if not MIN_PART_SIZE <= part_size <= 5 * 1024 * MiB:
-            raise ConfigurationError(f"part_size must be between 5 MiB and 5 GiB, not {part_size}")
-        if max_concurrency < 1:
-            raise ConfigurationError("max_concurrency must be at least 1")
-        if ranged_get_threshold is not None and ranged_get_threshold < 1:
-            raise ConfigurationError("ranged_get_threshold must be a positive size in bytes, or None")
-        self.client = client
+        self.options = ObjectStoreOptions.parse(settings, base=options)
+        # A client built here is built anew in a forked child; one passed in is reused there,
+        # without the connections the parent pooled.
+        self._client = ProcessLocal(
+            lambda: make_client(self.options), inherit=without_shared_connections if passed_in else None
+        )
         self.keys = KeyLayout.normalized(prefix)
-        self.metadata_mode = metadata
-        self.retry = retry or RetryPolicy()
-        self.part_size = part_size
-        self.max_concurrency = max_concurrency
-        self.ranged_get_threshold = ranged_get_threshold
-        self.executor = self._new_executor()
+        self.retry = self.options.retry
+        self.transfers = Transfers(self._client.get, self.retry, self.options)
         self._bucket_confirmed = False
-        self._shares_parents_connections = False
-        self._abandoned: list[tuple[str, str]] = []  # (key, upload id) an outage kept us from aborting
-        self._abandoned_lock = threading.Lock()
-        if create_bucket:
-            if not self.call("check bucket", client.bucket_exists):
-                self.call("create bucket", client.create_bucket)
+        self._client.get()  # a client that cannot be made (no credentials, a bad endpoint) fails here
+        if self.options.create_bucket:
+            if not self.call("check bucket", self.client.bucket_exists):
+                self.call("create bucket", self.client.create_bucket)
             self._bucket_confirmed = True
+
+    @property
+    def client(self) -> ObjectClient:
+        """This process's SDK client."""
+        return self._client.get()
 
     @property
     def bucket(self) -> str:
         return self.client.bucket
+
+    @property
+    def metadata_mode(self) -> str:
+        return self.options.metadata
 
     def __repr__(self) -> str:
         return (
@@ -146,80 +124,21 @@ class ObjectStoreModelStorage(ModelStorage):
         )
 
     def call(self, operation: str, fn, *args, **kwargs):
-        """One SDK call under the retry policy."""
-        self._own_connections()
+        """One step under the retry policy."""
         return self.retry.call(operation, fn, *args, **kwargs)
 
     def close(self) -> None:
         super().close()
-        self._abort_abandoned(self.retry)
-        with self._abandoned_lock:
-            if self._abandoned:
-                logger.warning(
-                    "%d multipart upload(s) under %r could not be aborted: abort them, or let a lifecycle rule "
-                    "(AbortIncompleteMultipartUpload) remove them",
-                    len(self._abandoned),
-                    self.keys.prefix,
-                )
-        self.executor.shutdown(wait=True)
-        self.client.close()
-
-    def _after_fork_in_child(self) -> None:
-        # Only lock-free work here, inside the fork (dropping connections takes the
-        # SDK's pool lock, which a parent thread may have held): the connections go
-        # before the child's first request.
-        self.executor = self._new_executor()
-        self._abandoned_lock = threading.Lock()
-        self._shares_parents_connections = True
-        super()._after_fork_in_child()
-
-    def _new_executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="modelstorage")
-
-    def _own_connections(self) -> None:
-        """A forked child shares its parent's pooled connections, and requests of both on one
-        connection would mix: before its first request, the child drops its copies."""
-        if self._shares_parents_connections:
-            self._shares_parents_connections = False
-            self.client.close()
+        self.transfers.close()
+        client = self._client.made()
+        if client is not None:
+            client.close()
 
     def pending_uploads(self) -> list[tuple[str, str]]:
-        """Multipart uploads under this store's prefix that were never finished."""
-        self._abort_abandoned(self.retry)
-        return self.call("list uploads", self.client.list_uploads, self.keys.prefix)
-
-    def abort_upload(self, model_id: str, key: str, upload_id: str) -> None:
-        """Abort a failed or discarded multipart upload; if the store is unreachable, abort it later.
-
-        A write usually fails because the store stopped answering, and then
-        the abort cannot get through either. So it is tried once, keeping the
-        failure within the retry deadline, and an upload it could not abort is
-        aborted by this store's next write, ``pending_uploads`` or ``close``.
-        """
-        try:
-            self._abort(key, upload_id, RetryPolicy.none())
-        except StorageUnavailableError:
-            logger.warning("could not abort the upload of model %r now; will abort it later", model_id)
-            with self._abandoned_lock:
-                self._abandoned.append((key, upload_id))
-
-    def _abort(self, key: str, upload_id: str, policy: RetryPolicy) -> None:
-        self._own_connections()
-        with contextlib.suppress(ObjectNotFound):  # already gone
-            policy.call(f"abort upload of {key!r}", self.client.abort_multipart, key, upload_id)
-
-    def _abort_abandoned(self, policy: RetryPolicy) -> None:
-        with self._abandoned_lock:
-            pending, self._abandoned = self._abandoned, []
-        failed = []
-        for key, upload_id in pending:
-            try:
-                self._abort(key, upload_id, policy)
-            except StorageUnavailableError:
-                failed.append((key, upload_id))
-        if failed:
-            with self._abandoned_lock:
-                self._abandoned[:0] = failed
+        """Multipart uploads under this store's prefix that were never finished: (key, upload id)."""
+        self.transfers.abort_abandoned()
+        uploads = self.call("list uploads", self.client.uploads, self.keys.prefix)
+        return [(upload.key, upload.upload_id) for upload in uploads]
 
     # -- helpers ------------------------------------------------------------
 
@@ -266,11 +185,11 @@ class ObjectStoreModelStorage(ModelStorage):
         self._confirm_bucket()
         return ModelNotFoundError(f"model {model_id!r} not found in bucket {self.bucket!r}")
 
-    def tags_for_put(self, metadata: Metadata, sha256: str) -> dict[str, str] | None:
+    def _tags_for_put(self, metadata: Metadata, sha256: str) -> dict[str, str] | None:
         """Tags sent with the model's own PUT (tags mode), so both land in one request."""
         return codec.encode_tags(metadata, sha256) if self.metadata_mode == codec.TAGS else None
 
-    def finish_commit(self, model_id: str, metadata: Metadata, sha256: str, *, tagged: bool) -> None:
+    def _record_commit(self, model_id: str, metadata: Metadata, sha256: str, etag: str, tagged: bool) -> None:
         """Store the metadata record right after the bytes are committed."""
         if self.metadata_mode == codec.SIDECAR:
             self._put_sidecar(model_id, metadata, sha256)
@@ -311,22 +230,28 @@ class ObjectStoreModelStorage(ModelStorage):
         return ModelStat(model_id, info.size, record[1] if record else None, info.last_modified)
 
     def _read(self, model_id: str) -> io.BytesIO | None:
-        found = read_whole(self, self.keys.model_key(model_id))
+        found = self.transfers.read_whole(self.keys.model_key(model_id))
         if found is None:
             self._confirm_bucket()
         return found
 
     def _open_reader(self, model_id: str) -> BinaryIO:
         try:
-            reader = ObjectReader(self, self.keys.model_key(model_id))
+            reader = self.transfers.reader(self.keys.model_key(model_id))
         except ObjectNotFound:
             raise self._not_found(model_id) from None
         return io.BufferedReader(reader, buffer_size=MiB)  # type: ignore[return-value]
 
     def _open_sink(self, model_id: str, *, overwrite: bool) -> MultipartSink:
-        if self._abandoned:
-            self._abort_abandoned(RetryPolicy.none())
-        return MultipartSink(self, self.client, self.executor, model_id, overwrite=overwrite)
+        self.transfers.abort_abandoned()
+        return MultipartSink(
+            self.transfers,
+            self.keys.model_key(model_id),
+            model_id,
+            overwrite=overwrite,
+            tags_for=self._tags_for_put,
+            record=lambda metadata, sha256, etag, tagged: self._record_commit(model_id, metadata, sha256, etag, tagged),
+        )
 
     def _read_metadata(self, model_id: str) -> Metadata:
         record = self._record(model_id)
@@ -365,16 +290,18 @@ class ObjectStoreModelStorage(ModelStorage):
         if self._head(model_id) is None:  # the model object decides, as in _read_metadata
             raise self._not_found(model_id)
         sha256 = sidecar[0][1] if sidecar else None
-        only_over = {"if_match": sidecar[1]} if sidecar else {"if_none_match": True}
+        mode = PutMode.update(sidecar[1]) if sidecar else CREATE
         with contextlib.suppress(PreconditionFailed, ObjectNotFound):
-            self._put_sidecar(model_id, value, sha256, **only_over)
+            self._put_sidecar(model_id, value, sha256, mode)
 
-    def _put_sidecar(self, model_id: str, metadata: Metadata, model_sha256: str | None, **conditions) -> None:
-        """PUT the sidecar; ``conditions`` (``if_match``, ``if_none_match``) as ``ObjectClient.put`` takes them."""
+    def _put_sidecar(
+        self, model_id: str, metadata: Metadata, model_sha256: str | None, mode: PutMode | None = None
+    ) -> None:
         body = codec.encode_sidecar(metadata, model_sha256)
         key = self.keys.metadata_key(model_id)
         sha256 = hashlib.sha256(body).hexdigest()
-        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=sha256, **conditions)
+        extra = {} if mode is None else {"mode": mode}
+        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=sha256, **extra)
 
     def _delete(self, model_id: str) -> bool:
         existed = self._head(model_id) is not None
@@ -395,3 +322,21 @@ class ObjectStoreModelStorage(ModelStorage):
         ):
             for page in self._keys_under(prefix):
                 self._delete_keys([key for key in page if ours(key)])
+
+
+def split_url_options(url: StorageURL, connection: set[str]) -> tuple[dict[str, str], ObjectStoreOptions]:
+    """A URL's options: the adapter's own connection settings (``connection``), and the store's options."""
+    own = {name: value for name, value in url.options.items() if name in connection}
+    rest = {name: value for name, value in url.options.items() if name not in connection}
+    try:
+        return own, ObjectStoreOptions.parse(rest, from_url=True)
+    except ConfigurationError as exc:
+        if "unknown option" not in str(exc):
+            raise
+        raise ConfigurationError(f"{exc}; {url.scheme}:// URLs also take {', '.join(sorted(connection))}") from None
+
+
+def without_shared_connections(client: ObjectClient) -> ObjectClient:
+    """A client passed in, as a forked child uses it: the same, minus the connections its parent pooled."""
+    client.close()
+    return client

@@ -9,21 +9,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
 import boto3
 import botocore.exceptions as bce
-import botocore.handlers
-import botocore.session
 import urllib3
 from botocore.config import Config
 
-from adapters.client import ObjectInfo, ObjectResponse, ResponseBody, checksum_sha256, classify, translating
-from adapters.objectstore import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreModelStorage, url_settings
-from adapters.retry import RetryPolicy, TransientError
+from adapters import botocore_tweaks
+from adapters import client as seam
+from adapters.objectstore import ObjectStoreModelStorage, split_url_options
+from adapters.options import FednSettings, ObjectStoreOptions, check_key_pair
 from storage.errors import ConfigurationError, StorageError, StoragePermissionError
+from storage.options import StorageURL
+from storage.retry import TransientError
 
 logger = logging.getLogger("modelstorage")
 
@@ -44,7 +44,7 @@ def _translate(exc: Exception, bucket: str) -> StorageError | None:
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return classify(status, error.get("Code"), error.get("Message", ""), bucket=bucket)
+        return seam.classify(status, error.get("Code"), error.get("Message", ""), bucket=bucket)
     if isinstance(exc, _TRANSIENT):
         return TransientError(f"connection to S3 failed: {exc}")
     if isinstance(exc, bce.NoCredentialsError):
@@ -57,7 +57,7 @@ def _translate(exc: Exception, bucket: str) -> StorageError | None:
     return None
 
 
-_translated = translating(_translate)
+_translated = seam.translating(_translate)
 
 
 class _Boto3Client:
@@ -85,9 +85,9 @@ class _Boto3Client:
             self._s3.create_bucket(Bucket=self.bucket, **extra)
 
     @_translated
-    def head(self, key: str) -> ObjectInfo:
+    def head(self, key: str) -> seam.ObjectInfo:
         r = self._s3.head_object(Bucket=self.bucket, Key=key)
-        return ObjectInfo(r["ContentLength"], r["ETag"], r["LastModified"])
+        return seam.ObjectInfo(r["ContentLength"], r["ETag"], r["LastModified"])
 
     @_translated
     def get(self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None):
@@ -98,57 +98,27 @@ class _Boto3Client:
             extra["IfMatch"] = if_match
         r = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
         size = int(r["ContentRange"].rsplit("/", 1)[1]) if r.get("ContentRange") else r["ContentLength"]
-        body = ResponseBody(r["Body"], self.bucket, _translate, r["Body"].close)
-        return ObjectResponse(ObjectInfo(size, r["ETag"], r["LastModified"]), body)
+        body = seam.ResponseBody(r["Body"], self.bucket, _translate, r["Body"].close)
+        return seam.ObjectResponse(seam.ObjectInfo(size, r["ETag"], r["LastModified"]), body)
 
     @_translated
-    def put(
-        self,
-        key: str,
-        body,
-        *,
-        sha256: str,
-        tags: dict[str, str] | None = None,
-        if_none_match: bool = False,
-        if_match: str | None = None,
-    ) -> str:
+    def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None) -> str:
         # The server refuses a body that does not match (BadDigest), so the body
-        # needs no signature of its own (see _sign_only_unprotected_bodies).
-        extra = {"ChecksumSHA256": checksum_sha256(sha256)}
+        # needs no signature of its own (botocore_tweaks.sign_only_unprotected_bodies).
+        extra = {"ChecksumSHA256": seam.checksum_sha256(sha256), **_conditions(mode)}
         if tags:
             extra["Tagging"] = urlencode(tags)
-        if if_none_match:
-            extra["IfNoneMatch"] = "*"
-        if if_match:
-            extra["IfMatch"] = if_match
         return self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)["ETag"]
 
     @_translated
-    def create_multipart(self, key: str) -> str:
-        return self._s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+    def start_upload(self, key: str) -> _Boto3Upload:
+        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        return _Boto3Upload(self, key, upload_id)
 
     @_translated
-    def upload_part(self, key: str, upload_id: str, number: int, body) -> str:
-        r = self._s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
-        return r["ETag"]
-
-    @_translated
-    def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *, if_none_match: bool = False
-    ) -> str:
-        extra = {"IfNoneMatch": "*"} if if_none_match else {}
-        r = self._s3.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
-            **extra,
-        )
-        return r["ETag"]
-
-    @_translated
-    def abort_multipart(self, key: str, upload_id: str) -> None:
-        self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+    def uploads(self, prefix: str) -> list[_Boto3Upload]:
+        pages = self._s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [_Boto3Upload(self, u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
 
     @_translated
     def get_tags(self, key: str) -> dict[str, str]:
@@ -167,7 +137,7 @@ class _Boto3Client:
         errors = [e for e in r.get("Errors", []) if e.get("Code") != "NoSuchKey"]
         if errors:
             first = errors[0]
-            raise classify(
+            raise seam.classify(
                 None, first.get("Code"), f"{first.get('Key')}: {first.get('Message', '')}", bucket=self.bucket
             )
 
@@ -177,34 +147,53 @@ class _Boto3Client:
         r = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1000, **extra)
         return [item["Key"] for item in r.get("Contents", [])], bool(r.get("IsTruncated"))
 
-    @_translated
-    def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
-        pages = self._s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
-
     def close(self) -> None:
         self._s3.close()
 
 
+class _Boto3Upload(seam.UploadHandle):
+    client: _Boto3Client
+
+    def _ids(self) -> dict[str, str]:
+        return {"Bucket": self.client.bucket, "Key": self.key, "UploadId": self.upload_id}
+
+    @_translated
+    def put_part(self, number: int, body: bytes) -> str:
+        return self.client._s3.upload_part(**self._ids(), PartNumber=number, Body=body)["ETag"]
+
+    @_translated
+    def complete(self, parts: Sequence[tuple[int, str]], mode: seam.PutMode) -> str:
+        listed = {"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]}
+        r = self.client._s3.complete_multipart_upload(**self._ids(), MultipartUpload=listed, **_conditions(mode))
+        return r["ETag"]
+
+    @_translated
+    def abort(self) -> None:
+        self.client._s3.abort_multipart_upload(**self._ids())
+
+
+def _conditions(mode: seam.PutMode) -> dict[str, str]:
+    return {"IfNoneMatch": "*"} if mode.kind == "create" else {"IfMatch": mode.etag} if mode.kind == "update" else {}
+
+
 def make_s3_client(
+    bucket: str,
     *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    verify: bool | str = True,
-    retry: RetryPolicy | None = None,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-):
+    endpoint_url: str | None,
+    region: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    options: ObjectStoreOptions,
+) -> _Boto3Client:
     """A boto3 S3 client with its own retries off, so the retry policy is the only one."""
-    retry = retry or RetryPolicy()
+    transport = options.transport
     custom_endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = Config(
         region_name=region,
         retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=retry.connect_timeout,
-        read_timeout=retry.read_timeout,
-        max_pool_connections=max(10, 2 * max_concurrency),
+        connect_timeout=transport.connect_timeout,
+        read_timeout=transport.read_timeout,
+        max_pool_connections=transport.pool_for(options.max_concurrency),
         # The model's SHA-256 is computed and kept by the core; botocore's
         # extra CRC pass over every body would only cost CPU.
         request_checksum_calculation="when_required",
@@ -212,70 +201,31 @@ def make_s3_client(
         # Custom endpoints (MinIO, LocalStack, SeaweedFS) serve path-style URLs.
         s3={"addressing_style": "path" if custom_endpoint else "auto"},
     )
-    if verify is False:
+    if transport.verify is False:
         logger.warning("TLS certificate verification is OFF for %s", custom_endpoint or "S3")
-    if (access_key is None) != (secret_key is None):
-        raise ConfigurationError("give both access_key and secret_key, or neither")
     session = boto3.session.Session(
-        aws_access_key_id=access_key, aws_secret_access_key=secret_key, botocore_session=_botocore_session()
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        botocore_session=botocore_tweaks.session_sharing_models(),
     )
-    client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
-    # botocore asks for "100 Continue" before every PUT body: a round trip per
-    # request, and after an empty body SeaweedFS's answer desynchronizes the
-    # connection (the next request on it times out).
-    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
-    _sign_only_unprotected_bodies(client)
-    return client
-
-
-def _sign_only_unprotected_bodies(client) -> None:
-    """Spare botocore a second SHA-256 pass over bodies that are protected already.
-
-    A PUT carries its body's SHA-256 (a model's is computed while it is
-    written) in the signed ``x-amz-checksum-sha256`` header, and the server
-    refuses a body that does not match it (BadDigest): the guarantee a signed
-    payload gives, without hashing the body twice. Over HTTPS, TLS protects
-    every body, as boto3's own defaults assume. Any other body (a part of a
-    multipart upload over HTTP) is still signed.
-    """
-    config = client.meta.config
-    unsigned = config.merge(Config(s3={**(config.s3 or {}), "payload_signing_enabled": False}))
-
-    def unsign_protected(request, **_) -> None:
-        if request.url.startswith("https://") or "x-amz-checksum-sha256" in request.headers:
-            # botocore reads the choice from the request's own copy of the client config.
-            request.context["client_config"] = unsigned
-
-    client.meta.events.register("before-sign.s3", unsign_protected)
-
-
-_shared_loader = None
-_loader_lock = threading.Lock()
-
-
-def _botocore_session() -> botocore.session.Session:
-    """A new session (its own credential chain) sharing one loader of service models.
-
-    Loading S3's service model is most of the cost of a new client; sharing
-    the loader makes opening a store cheap without sharing credentials.
-    """
-    global _shared_loader
-    session = botocore.session.get_session()
-    with _loader_lock:
-        if _shared_loader is None:
-            _shared_loader = session.get_component("data_loader")
-        else:
-            session.register_component("data_loader", _shared_loader)
-    return session
+    s3 = session.client("s3", endpoint_url=endpoint_url, config=config, verify=transport.verify)
+    botocore_tweaks.no_expect_header(s3)
+    botocore_tweaks.sign_only_unprotected_bodies(s3)
+    botocore_tweaks.clamp_timeouts(s3, transport.timeout())
+    return _Boto3Client(s3, bucket)
 
 
 class S3ModelStorage(ObjectStoreModelStorage):
     """Models as objects ``{prefix}models/{id}`` in an S3 bucket, via boto3.
 
     Credentials come from boto3's own chain (environment, profile, role);
-    ``AWS_ENDPOINT_URL`` is honoured. Pass ``client=`` to use a boto3 client
-    you built yourself (its retry settings are then yours).
+    ``AWS_ENDPOINT_URL`` is honoured. ``settings`` are the options of
+    ``adapters.options`` (``metadata="tags"``, ``part_size=...``). Pass
+    ``client=`` to use a boto3 client you built yourself (its retry and
+    timeout settings are then yours).
     """
+
+    fedn_storage_type = "BOTO3"
 
     def __init__(
         self,
@@ -286,39 +236,44 @@ class S3ModelStorage(ObjectStoreModelStorage):
         region: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
-        verify: bool | str = True,
-        metadata: str = "sidecar",
-        retry: RetryPolicy | None = None,
-        part_size: int = DEFAULT_PART_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        ranged_get_threshold: int | None = None,
-        create_bucket: bool = False,
         client=None,
+        options: ObjectStoreOptions | None = None,
+        **settings: object,
     ) -> None:
-        retry = retry or RetryPolicy()
-        if client is None:
-            client = make_s3_client(
+        check_key_pair(access_key, secret_key)
+
+        def make_client(options: ObjectStoreOptions) -> _Boto3Client:
+            if client is not None:
+                return _Boto3Client(client, bucket)
+            return make_s3_client(
+                bucket,
                 endpoint_url=endpoint_url,
                 region=region,
                 access_key=access_key,
                 secret_key=secret_key,
-                verify=verify,
-                retry=retry,
-                max_concurrency=max_concurrency,
+                options=options,
             )
-        super().__init__(
-            _Boto3Client(client, bucket),
-            prefix,
-            metadata=metadata,
-            retry=retry,
-            part_size=part_size,
-            max_concurrency=max_concurrency,
-            ranged_get_threshold=ranged_get_threshold,
-            create_bucket=create_bucket,
-        )
+
+        super().__init__(make_client, prefix, options=options, passed_in=client is not None, **settings)
 
     @classmethod
-    def from_url(cls, parts, options: dict[str, str]) -> S3ModelStorage:
+    def from_url(cls, url: StorageURL) -> S3ModelStorage:
         """``s3://bucket/prefix?endpoint_url=...&region=...&metadata=tags``."""
-        settings = url_settings("s3://", options, extra={"endpoint_url", "region", "verify"})
-        return cls(parts.netloc, parts.path.lstrip("/"), **settings)
+        connection, settings = split_url_options(url, {"endpoint_url", "region"})
+        if not url.netloc:
+            raise ConfigurationError("s3:// URLs name a bucket: s3://bucket/prefix")
+        return cls(url.netloc, url.path.lstrip("/"), **connection, options=settings)
+
+    @classmethod
+    def from_fedn(cls, config, *, prefix: str = "", **settings: object) -> S3ModelStorage:
+        fedn = FednSettings.parse(config)
+        endpoint = fedn.endpoint or (f"{'https' if fedn.secure else 'http'}://{fedn.host}" if fedn.host else None)
+        return cls(
+            fedn.bucket,
+            prefix,
+            endpoint_url=endpoint,
+            region=fedn.region,
+            access_key=fedn.access_key,
+            secret_key=fedn.secret_key,
+            **{"verify": fedn.verify, **settings},
+        )

@@ -1,220 +1,180 @@
-"""Streaming transfers: multipart writes in bounded memory, ranged and resumable reads.
+"""Moving a model's bytes: multipart writes in bounded memory, whole and ranged reads, streamed reads.
 
-Every request goes through the store's retry policy on its own: a failed part
-is retried without resending the others, a reset read resumes where it broke.
+``Transfers`` holds what every transfer needs and nothing of the store: the
+SDK client, the retry policy, a thread pool and the options. Each request, or
+each part and range, is one step of the retry policy: a failed part is
+retried without resending the others, a connection lost mid-stream resumes
+at the same offset, and a model replaced during a ranged read is read again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
+import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 
-from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed
-from adapters.retry import TransientError
-from storage.errors import ModelExistsError, StorageError, StorageUnavailableError
-from storage.modelstorage import Metadata, submit_or_run
+from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, Upload
+from adapters.options import ObjectStoreOptions
+from storage.errors import StorageError, StorageUnavailableError
+from storage.process import ProcessLocal, submit_or_run
+from storage.retry import RetryPolicy, TransientError
+from storage.verify import ModelReplaced
 
-if TYPE_CHECKING:
-    from adapters.objectstore import ObjectStoreModelStorage
+logger = logging.getLogger("modelstorage")
 
-_REREADS = 3  # whole-model reads restarted because the model was replaced meanwhile
+CLEANUP = RetryPolicy(max_attempts=1, deadline=1.0)
+"""An abort after a failed write: one attempt of at most a second; what it cannot reach is aborted later."""
 
 
-class MultipartSink:
-    """Gathers writes into parts and uploads them while the caller keeps writing.
+class _Abandoned:
+    """Uploads an outage kept this process from aborting, to abort at the next chance."""
 
-    Memory stays within part_size x (max_concurrency + 1): at most
-    ``max_concurrency`` parts in flight plus the one being filled. A model of
-    at most one part goes up in a single PUT: the upload starts only when a
-    byte arrives past a full part.
-    """
+    def __init__(self) -> None:
+        self.uploads: list[Upload] = []
+        self.lock = threading.Lock()
 
-    def __init__(
-        self,
-        store: ObjectStoreModelStorage,
-        client: ObjectClient,
-        executor: ThreadPoolExecutor,
-        model_id: str,
-        *,
-        overwrite: bool,
-    ) -> None:
-        self._store = store
+
+class Transfers:
+    """The SDK client, retry policy, thread pool and options that move one store's bytes."""
+
+    def __init__(self, client: Callable[[], ObjectClient], policy: RetryPolicy, options: ObjectStoreOptions) -> None:
         self._client = client
-        self._executor = executor
-        self._model_id = model_id
-        self._key = store.keys.model_key(model_id)
-        self._create = not overwrite
-        self._part_size = store.part_size
-        self._slots = threading.BoundedSemaphore(store.max_concurrency)
-        # A BytesIO hands its buffer over as bytes without a copy (getvalue), and
-        # both SDKs send bytes as they are: each byte is copied once, into the part.
-        self._buffer = io.BytesIO()
-        self._upload_id: str | None = None
-        self._parts: list[Future[str]] = []
-
-    def write(self, data: memoryview) -> None:
-        offset, size = 0, len(data)
-        while offset < size:
-            room = self._part_size - self._buffer.tell()
-            if not room:  # a full part and more to come: it goes as a part of an upload
-                self._send_part()
-                room = self._part_size
-            take = min(room, size - offset)
-            self._buffer.write(data[offset : offset + take])
-            offset += take
-
-    def commit(self, metadata: Metadata, sha256: str, size: int) -> None:
-        store = self._store
-        try:
-            if self._upload_id is None:
-                tags = store.tags_for_put(metadata, sha256)
-                store.call(
-                    f"put model {self._model_id!r}",
-                    self._client.put,
-                    self._key,
-                    self._take_buffer(),
-                    sha256=sha256,
-                    tags=tags,
-                    if_none_match=self._create,
-                )
-            else:
-                if self._buffer.tell():
-                    self._send_part()
-                etags = [(number, part.result()) for number, part in enumerate(self._parts, 1)]
-                store.call(
-                    f"complete upload of {self._model_id!r}",
-                    self._client.complete_multipart,
-                    self._key,
-                    self._upload_id,
-                    etags,
-                    if_none_match=self._create,
-                )
-                self._upload_id = None
-        except PreconditionFailed:
-            raise ModelExistsError(f"model {self._model_id!r} already exists") from None
-        tagged = not self._parts
-        store.finish_commit(self._model_id, metadata, sha256, tagged=tagged)
-
-    def abort(self) -> None:
-        self._buffer = io.BytesIO()
-        for part in self._parts:
-            part.cancel()
-        wait(self._parts)  # a part still in flight would otherwise outlive the abort
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            self._store.abort_upload(self._model_id, self._key, upload_id)
-
-    def _take_buffer(self) -> bytes:
-        body, self._buffer = self._buffer.getvalue(), io.BytesIO()
-        return body
-
-    def _raise_failed_part(self) -> None:
-        for part in self._parts:
-            if part.done() and part.exception() is not None:
-                raise part.exception()  # type: ignore[misc]
-
-    def _send_part(self) -> None:
-        self._raise_failed_part()
-        if self._upload_id is None:
-            if self._create and self._store.exist(self._model_id):
-                # Complete would refuse it anyway (If-None-Match); fail before sending the parts.
-                raise ModelExistsError(f"model {self._model_id!r} already exists")
-            self._upload_id = self._store.call(
-                f"start upload of {self._model_id!r}", self._client.create_multipart, self._key
-            )
-        self._slots.acquire()  # blocks the writer while max_concurrency parts are in flight
-        try:
-            # The slot may have been freed by a part that failed: then no new part starts
-            # its own retries, and the write fails within one retry deadline.
-            self._raise_failed_part()
-        except BaseException:
-            self._slots.release()
-            raise
-        body = self._take_buffer()
-        number = len(self._parts) + 1
-        try:
-            part = submit_or_run(self._executor, self._upload_part, self._upload_id, number, body)
-        except BaseException:
-            self._slots.release()
-            raise
-        part.add_done_callback(lambda _: self._slots.release())
-        self._parts.append(part)
-
-    def _upload_part(self, upload_id: str, number: int, body: bytes) -> str:
-        return self._store.call(
-            f"upload part {number} of {self._model_id!r}",
-            self._client.upload_part,
-            self._key,
-            upload_id,
-            number,
-            body,
+        self.policy = policy
+        self.options = options
+        self._executor = ProcessLocal(
+            lambda: ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="modelstorage")
         )
+        self._abandoned = ProcessLocal(_Abandoned)
 
+    @property
+    def client(self) -> ObjectClient:
+        return self._client()
 
-def read_whole(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
-    """The whole object; None if missing.
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor.get()
 
-    One GET, read in one call: on a fast link nothing beats it, and it costs
-    the least CPU. A model above the store's ``ranged_get_threshold`` keeps
-    only that GET's first part; the rest comes by concurrent ranged GETs, each
-    naming the first response's ETag (If-Match), so a model replaced mid-read
-    is read again rather than stitched together.
-    """
-    for _ in range(_REREADS):
+    def call(self, operation: str, fn, *args, **kwargs):
+        return self.policy.call(operation, fn, *args, **kwargs)
+
+    # -- multipart uploads that could not be finished -------------------------
+
+    def abort(self, upload: Upload, what: str) -> None:
+        """Abort a failed or discarded upload; if the store is unreachable, abort it later.
+
+        A write usually fails because the store stopped answering, and then the
+        abort cannot get through either: it is tried once, briefly, and an upload
+        it could not abort is aborted by the next write, ``abort_abandoned`` or
+        ``close``.
+        """
         try:
-            return _read_once(store, key)
-        except PreconditionFailed:
-            continue
-    raise StorageError(f"object {key!r} was replaced {_REREADS} times while being read; try again")
+            self._abort(upload, CLEANUP)
+        except StorageUnavailableError:
+            logger.warning("could not abort the upload of %s now; will abort it later", what)
+            abandoned = self._abandoned.get()
+            with abandoned.lock:
+                abandoned.uploads.append(upload)
 
+    def abort_abandoned(self, policy: RetryPolicy = CLEANUP) -> int:
+        """Abort the uploads left by earlier failures; how many are still left."""
+        abandoned = self._abandoned.made()
+        if abandoned is None or not abandoned.uploads:
+            return 0
+        with abandoned.lock:
+            pending, abandoned.uploads = abandoned.uploads, []
+        failed = []
+        for upload in pending:
+            try:
+                self._abort(upload, policy)
+            except StorageUnavailableError:
+                failed.append(upload)
+        with abandoned.lock:
+            abandoned.uploads[:0] = failed
+            return len(abandoned.uploads)
 
-def _read_once(store: ObjectStoreModelStorage, key: str) -> io.BytesIO | None:
-    client, part = store.client, store.part_size
-    try:
-        info, head = store.call(f"get {key!r}", _get_head, client, key, store.ranged_get_threshold, part)
-    except ObjectNotFound:
-        return None
-    if info.size <= len(head):
-        return io.BytesIO(head)  # shares ``head``: no copy
-    # One buffer of the final size that every range reads into; BytesIO's own,
-    # so the caller gets it without a copy.
-    buffer = io.BytesIO()
-    buffer.seek(info.size - 1)
-    buffer.write(b"\0")
-    with buffer.getbuffer() as view:
-        view[: len(head)] = head
-        del head
-        futures = [
-            submit_or_run(
-                store.executor,
-                store.call,
-                f"get {key!r} bytes {start}-{end}",
-                _get_range_into,
-                client,
-                key,
-                info.etag,
-                start,
-                view[start : end + 1],
+    def _abort(self, upload: Upload, policy: RetryPolicy) -> None:
+        with contextlib.suppress(ObjectNotFound):  # already gone
+            policy.call(f"abort upload of {upload.key!r}", upload.abort)
+
+    def close(self) -> None:
+        left = self.abort_abandoned()
+        if left:
+            logger.warning(
+                "%d multipart upload(s) could not be aborted: abort them, or let a lifecycle rule "
+                "(AbortIncompleteMultipartUpload) remove them",
+                left,
             )
-            for start, end in _ranges(part, info.size, part)
-        ]
+        executor = self._executor.made()
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    # -- reads -----------------------------------------------------------------
+
+    def read_whole(self, key: str) -> io.BytesIO | None:
+        """The whole object; None if missing.
+
+        One GET, read in one call: on a fast link nothing beats it, and it
+        costs the least CPU. An object above ``ranged_get_threshold`` keeps
+        only that GET's first part; the rest comes by concurrent ranged GETs,
+        each naming the first response's ETag (If-Match), so an object
+        replaced mid-read is read again rather than stitched together.
+        """
         try:
-            for future in futures:
-                future.result()
-        finally:
-            for future in futures:
-                future.cancel()
-            wait(futures)
-    buffer.seek(0)
-    return buffer
+            return self.call(f"get {key!r}", self._read_once, key)
+        except ObjectNotFound:
+            return None
+
+    def _read_once(self, key: str) -> io.BytesIO:
+        part = self.options.part_size
+        info, head = _get_head(self.client, key, self.options.ranged_get_threshold, part)
+        if info.size <= len(head):
+            return io.BytesIO(head)  # shares ``head``: no copy
+        # One buffer of the final size that every range reads into; BytesIO's own,
+        # so the caller gets it without a copy.
+        buffer = io.BytesIO()
+        buffer.seek(info.size - 1)
+        buffer.write(b"\0")
+        with buffer.getbuffer() as view:
+            view[: len(head)] = head
+            del head
+            # Each range runs in a copy of this context: one attempt under this call's deadline.
+            futures = [
+                submit_or_run(
+                    self.executor,
+                    contextvars.copy_context().run,
+                    _get_range_into,
+                    self.client,
+                    key,
+                    info.etag,
+                    start,
+                    view[start : start + length],
+                )
+                for start, length in _ranges(part, info.size, part)
+            ]
+            try:
+                for future in futures:
+                    future.result()
+            except PreconditionFailed:
+                raise ModelReplaced(f"{key!r} was replaced while being read") from None
+            finally:
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+        buffer.seek(0)
+        return buffer
+
+    def reader(self, key: str) -> ObjectReader:
+        """A stream of the object; ObjectNotFound if it is missing."""
+        return ObjectReader(self, key)
 
 
 def _ranges(start: int, size: int, part: int):
     for first in range(start, size, part):
-        yield first, min(first + part, size) - 1
+        yield first, min(part, size - first)
 
 
 def _get_head(client: ObjectClient, key: str, threshold: int | None, part: int) -> tuple[ObjectInfo, bytes]:
@@ -245,17 +205,17 @@ def _get_range_into(client: ObjectClient, key: str, etag: str, start: int, targe
 
 
 class ObjectReader(io.RawIOBase):
-    """A model streamed in one GET; a connection lost mid-body resumes at the
-    same offset (If-Match keeps it the same version). Closing releases the
-    connection."""
+    """An object streamed in one GET. Each read is a step of the retry policy: a connection lost
+    mid-body resumes at the same offset, If-Match keeping it the same version. Closing releases
+    the connection."""
 
-    def __init__(self, store: ObjectStoreModelStorage, key: str) -> None:
+    def __init__(self, transfers: Transfers, key: str) -> None:
         super().__init__()
-        self._store = store
+        self._transfers = transfers
         self._key = key
-        response = store.call(f"get {key!r}", store.client.get, key)
+        response = transfers.call(f"get {key!r}", transfers.client.get, key)
         self._info = response.info
-        self._body = response.body
+        self._body: io.RawIOBase | None = response.body  # type: ignore[assignment]
         self._position = 0
 
     def readable(self) -> bool:
@@ -265,35 +225,31 @@ class ObjectReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if self._position >= self._info.size or not len(view):
             return 0
-        for _ in range(self._store.retry.max_attempts):
-            try:
-                n = self._body.readinto(view)
-            except TransientError:
-                n = 0
-            if n:
-                self._position += n
-                return n
-            self._resume()
-        raise StorageUnavailableError(f"reading {self._key!r} kept failing at byte {self._position}; try again")
+        return self._transfers.call(f"read {self._key!r} at byte {self._position}", self._read_some, view)
 
-    def _resume(self) -> None:
-        self._release()
+    def _read_some(self, view: memoryview) -> int:
+        if self._body is None:
+            try:
+                response = self._transfers.client.get(self._key, self._position, None, if_match=self._info.etag)
+            except PreconditionFailed:
+                raise StorageError(f"{self._key!r} was replaced while being read; open it again") from None
+            self._body = response.body  # type: ignore[assignment]
         try:
-            response = self._store.call(
-                f"resume {self._key!r} at byte {self._position}",
-                self._store.client.get,
-                self._key,
-                self._position,
-                None,
-                if_match=self._info.etag,
-            )
-        except PreconditionFailed:
-            raise StorageError(f"{self._key!r} was replaced while being read; open it again") from None
-        self._body = response.body
+            n = self._body.readinto(view)  # type: ignore[union-attr]
+        except TransientError:
+            self._release()
+            raise
+        if not n:
+            self._release()
+            raise TransientError(f"short read of {self._key!r} at byte {self._position}")
+        self._position += n
+        return n
 
     def _release(self) -> None:
-        with contextlib.suppress(Exception):  # a broken connection may fail to close
-            self._body.close()
+        body, self._body = self._body, None
+        if body is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                body.close()
 
     def close(self) -> None:
         if not self.closed:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import MinioModelStorage, S3ModelStorage
+from adapters.options import ObjectStoreOptions
 from benchmarks.endpoint import Target
 from storage import MemoryModelStorage, ModelStorage, TempModelStorage
 
@@ -144,51 +145,29 @@ class PlainFiles(Candidate):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def s3_store(target: Target, prefix: str, metadata: str, **tuning) -> S3ModelStorage:
-    ep = target.endpoint
-    return S3ModelStorage(
-        target.bucket,
-        target.prefix + prefix,
-        endpoint_url=ep.endpoint_url,
-        region=ep.region,
-        access_key=ep.access_key,
-        secret_key=ep.secret_key,
-        verify=ep.ca_bundle or True,
-        metadata=metadata,
-        **tuning,
-    )
+def adapter_options(target: Target, metadata: str, tuning: dict[str, str] | None = None) -> ObjectStoreOptions:
+    """The adapters' options for ``target``: ``tuning`` as a URL would give them (``part_size=8MiB``)."""
+    verify = target.endpoint.ca_bundle or "true"
+    return ObjectStoreOptions.parse({"metadata": metadata, "verify": verify, **(tuning or {})}, from_url=True)
 
 
-def minio_store(target: Target, prefix: str, metadata: str, **tuning) -> MinioModelStorage:
-    ep = target.endpoint
-    return MinioModelStorage(
-        ep.netloc,
-        target.bucket,
-        target.prefix + prefix,
-        access_key=ep.access_key,
-        secret_key=ep.secret_key,
-        secure=ep.secure,
-        verify=ep.ca_bundle or True,
-        region=ep.region,
-        metadata=metadata,
-        **tuning,
-    )
-
-
-def adapter_store(target: Target, sdk: str, metadata: str, **tuning) -> ModelStorage:
-    make = s3_store if sdk == BOTO3 else minio_store
-    return make(target, f"{sdk}-{metadata}/", metadata, **tuning)
+def adapter_store(target: Target, sdk: str, metadata: str, tuning: dict[str, str] | None = None) -> ModelStorage:
+    ep, prefix = target.endpoint, f"{target.prefix}{sdk}-{metadata}/"
+    options = adapter_options(target, metadata, tuning)
+    credentials = {"access_key": ep.access_key, "secret_key": ep.secret_key, "region": ep.region}
+    if sdk == BOTO3:
+        return S3ModelStorage(target.bucket, prefix, endpoint_url=ep.endpoint_url, options=options, **credentials)
+    return MinioModelStorage(ep.netloc, target.bucket, prefix, secure=ep.secure, options=options, **credentials)
 
 
 def all_candidates(target: Target, tuning: dict | None = None) -> list[Candidate]:
-    """Every candidate, adapters first; ``tuning`` goes to the adapters' constructors."""
-    tuning = tuning or {}
+    """Every candidate, adapters first; ``tuning`` (URL options) goes to the adapters."""
     ep, bucket, prefix = target.endpoint, target.bucket, target.prefix
     s3, minio = ep.boto3_client(), ep.minio_client()
     candidates: list[Candidate] = []
     for sdk, label in ((BOTO3, "S3ModelStorage"), (MINIO, "MinioModelStorage")):
         for mode in ("sidecar", "tags"):
-            store = adapter_store(target, sdk, mode, **tuning)
+            store = adapter_store(target, sdk, mode, tuning)
             candidates.append(StoreCandidate(f"{label}[{mode}]", sdk, False, store))
     scratch = Path(tempfile.mkdtemp(prefix="bench-store-"))
     candidates += [

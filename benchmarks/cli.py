@@ -12,12 +12,14 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from adapters.options import ObjectStoreOptions
 from benchmarks import memprobe, report, targets
 from benchmarks.candidates import all_candidates
 from benchmarks.endpoint import open_target, purge
-from benchmarks.measure import GiB, KiB, MiB, OutsideLoad, parse_size, size_label
+from benchmarks.measure import GiB, KiB, MiB, OutsideLoad, size_label
 from benchmarks.requestcount import count_requests
 from benchmarks.throughput import run_sizes, run_small, stderr_log, summarize, summarize_small, warm_up
+from storage.options import parse_quantity
 
 SECTIONS = ("throughput", "small", "requests", "memory")
 DEFAULT_SIZES = [64 * KiB, MiB, 16 * MiB, 256 * MiB]
@@ -46,18 +48,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve the loopback SeaweedFS over TLS (a certificate made for the run) and talk to it by HTTPS",
     )
     p.add_argument("--large", action="store_true", help="add 1 GiB models to the throughput sizes")
-    p.add_argument("--sizes", help="comma-separated model sizes instead of 64K,1M,16M,256M")
+    p.add_argument("--sizes", help="comma-separated model sizes instead of 64KiB,1MiB,16MiB,256MiB")
     p.add_argument("--repeat", type=int, help="repeats per size (default 5; 9 at 16 MiB; 3 above 256 MiB)")
     p.add_argument("--small-ops", type=int, default=40, help="64 KiB puts and gets per repeat (default 40)")
     p.add_argument("--small-repeat", type=int, default=5, help="repeats of the small-model run (default 5)")
-    p.add_argument("--stream-size", default="1G", help="model size of the get_ptr/open memory check (default 1G)")
+    p.add_argument("--stream-size", default="1GiB", help="model size of the get_ptr/open memory check (default 1GiB)")
     p.add_argument("--delete-all-n", type=int, default=1001, help="models in the counted delete_all (default 1001)")
     p.add_argument("--only", help="comma-separated substrings: keep only the candidates whose name has one")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"which to run, of {','.join(SECTIONS)}")
-    p.add_argument("--part-size", type=parse_size, help="adapters' part_size (to try a tuning)")
-    p.add_argument("--max-concurrency", type=int, help="adapters' max_concurrency (to try a tuning)")
     p.add_argument(
-        "--ranged-get-threshold", type=parse_size, help="adapters' ranged_get_threshold (to try ranged reads)"
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an adapter option, as in a store's URL, to try a tuning (part_size=8MiB, max_concurrency=8, "
+        "ranged_get_threshold=64MiB, ...); repeatable",
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where the report goes")
     p.add_argument("--check", action="store_true", help="exit 1 when a target fails")
@@ -125,7 +130,7 @@ def _requests(args, target, found: Findings) -> None:
 
 
 def _memory(args, target, tuning, found: Findings) -> None:
-    size = parse_size(args.stream_size)
+    size = parse_quantity("--stream-size", args.stream_size)
     stderr_log(f"memory: {size_label(size)} through get_ptr and open(), in child processes")
     streams = {
         name: memprobe.run({"kind": "stream", "sdk": sdk, "size": size, "tuning": tuning, "target": target.as_dict()})
@@ -153,12 +158,10 @@ def _chosen(candidates, only: str | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sections = set(args.sections.split(","))
-    sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else DEFAULT_SIZES + ([GiB] * args.large)
-    tuning = {
-        name: getattr(args, name)
-        for name in ("part_size", "max_concurrency", "ranged_get_threshold")
-        if getattr(args, name) is not None
-    }
+    sizes = [parse_quantity("--sizes", s) for s in args.sizes.split(",")] if args.sizes else None
+    sizes = sizes or DEFAULT_SIZES + ([GiB] * args.large)
+    tuning = dict(option.partition("=")[::2] for option in args.option)
+    ObjectStoreOptions.parse(tuning, from_url=True)  # a bad option fails here, before any server starts
     args.out.mkdir(parents=True, exist_ok=True)
     found = Findings()
 

@@ -112,15 +112,6 @@ def size_label(size: int) -> str:
     return f"{size} B"
 
 
-def parse_size(text: str) -> int:
-    """``64K``, ``16M``, ``1G``, ``64KiB`` or bytes."""
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    for suffix, unit in (("K", KiB), ("M", MiB), ("G", GiB)):
-        if text.endswith(suffix):
-            return int(float(text[:-1]) * unit)
-    return int(text)
-
-
 def _machine_busy() -> float | None:
     """CPU seconds all CPUs have spent busy since boot (Linux /proc/stat)."""
     try:

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
-from benchmarks.endpoint import ROOT, Target
+from benchmarks.endpoint import Target
 from benchmarks.measure import MiB, peak_rss, reset_peak, rss
 
 
@@ -40,7 +41,7 @@ def stream(job: dict) -> dict:
 
     size, model_id = job["size"], "memprobe"
     chunk = bytearray(os.urandom(MiB))
-    with adapter_store(Target.from_dict(job["target"]), job["sdk"], "sidecar", **job.get("tuning", {})) as store:
+    with adapter_store(Target.from_dict(job["target"]), job["sdk"], "sidecar", job.get("tuning")) as store:
 
         def write():
             writer = store.get_ptr(model_id)
@@ -91,7 +92,7 @@ def run(job: dict) -> dict:
         input=json.dumps(job),
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=Path(__file__).resolve().parents[1],  # where benchmarks/ is importable
         check=False,
     )
     if proc.returncode != 0:

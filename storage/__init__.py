@@ -4,7 +4,6 @@
 ``adapters`` and are imported only when used.
 """
 
-from storage.config import from_fedn_config, open_storage
 from storage.errors import (
     BucketNotFoundError,
     ConfigurationError,
@@ -19,10 +18,15 @@ from storage.errors import (
 )
 from storage.ids import check_model_id
 from storage.memorymodelstorage import MemoryModelStorage
-from storage.modelstorage import ModelStat, ModelStorage, ModelWriter
+from storage.model import ModelStat
+from storage.modelstorage import ModelStorage
+from storage.registry import from_fedn_config, open_storage, register_backend
+from storage.retry import RetryPolicy
 from storage.tempmodelstorage import TempModelStorage
+from storage.writer import CHUNK_SIZE, ModelWriter
 
 __all__ = [
+    "CHUNK_SIZE",
     "BucketNotFoundError",
     "ConfigurationError",
     "IntegrityError",
@@ -34,6 +38,7 @@ __all__ = [
     "ModelStat",
     "ModelStorage",
     "ModelWriter",
+    "RetryPolicy",
     "StorageError",
     "StoragePermissionError",
     "StorageUnavailableError",
@@ -41,6 +46,7 @@ __all__ = [
     "check_model_id",
     "from_fedn_config",
     "open_storage",
+    "register_backend",
 ]
 
 __version__ = "0.1.0"

@@ -9,7 +9,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from storage.errors import ModelExistsError, ModelNotFoundError
-from storage.modelstorage import Metadata, ModelStat, ModelStorage
+from storage.model import Metadata, ModelStat
+from storage.modelstorage import ModelStorage
+from storage.options import StorageURL, reject_unknown
+from storage.process import ProcessLocal
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,19 @@ class MemoryModelStorage(ModelStorage):
     def __init__(self) -> None:
         super().__init__()
         self._models: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
+        self._lock = ProcessLocal(threading.Lock)
 
     def __repr__(self) -> str:
         return f"MemoryModelStorage(models={len(self._models)})"
 
+    @classmethod
+    def from_url(cls, url: StorageURL) -> MemoryModelStorage:
+        """``memory://``: lives as long as the object."""
+        reject_unknown("memory:// URLs", url.options, set())
+        return cls()
+
     def _entry(self, model_id: str) -> _Entry | None:
-        with self._lock:
+        with self._lock.get():
             return self._models.get(model_id)
 
     def _stat(self, model_id: str) -> ModelStat | None:
@@ -66,26 +75,26 @@ class MemoryModelStorage(ModelStorage):
         return json.loads(entry.metadata_json)
 
     def _write_metadata(self, model_id: str, value: Metadata) -> None:
-        with self._lock:
+        with self._lock.get():
             entry = self._models.get(model_id)
             if entry is None:
                 raise ModelNotFoundError(f"model {model_id!r} not found")
             self._models[model_id] = replace(entry, metadata_json=json.dumps(value))
 
     def _delete(self, model_id: str) -> bool:
-        with self._lock:
+        with self._lock.get():
             return self._models.pop(model_id, None) is not None
 
     def _list_ids(self) -> list[str]:
-        with self._lock:
+        with self._lock.get():
             return list(self._models)
 
     def _delete_all(self) -> None:
-        with self._lock:
+        with self._lock.get():
             self._models.clear()
 
     def _commit(self, model_id: str, entry: _Entry, overwrite: bool) -> None:
-        with self._lock:
+        with self._lock.get():
             if not overwrite and model_id in self._models:
                 raise ModelExistsError(f"model {model_id!r} already exists")
             self._models[model_id] = entry

@@ -29,7 +29,10 @@ from storage.errors import (
     StoragePermissionError,
 )
 from storage.ids import is_model_id
-from storage.modelstorage import Metadata, ModelStat, ModelStorage
+from storage.model import Metadata, ModelStat
+from storage.modelstorage import ModelStorage
+from storage.options import StorageURL, parse_bool, reject_unknown
+from storage.process import ProcessLocal
 
 logger = logging.getLogger("modelstorage")
 
@@ -82,7 +85,7 @@ class TempModelStorage(ModelStorage):
         # Paths as plain strings: for a small model, pathlib would cost more than the syscalls.
         self._root = os.fspath(self.directory)
         self._in_root = os.path.join(self._root, "")
-        self._lock = threading.Lock()
+        self._lock = ProcessLocal(threading.Lock)
         with _os_errors(f"create model folder {self.directory}"):
             try:
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,9 +95,15 @@ class TempModelStorage(ModelStorage):
     def __repr__(self) -> str:
         return f"TempModelStorage({str(self.directory)!r}, fsync={self.fsync})"
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        super()._after_fork_in_child()
+    @classmethod
+    def from_url(cls, url: StorageURL) -> TempModelStorage:
+        """``file:///path/to/models?fsync=true``."""
+        if url.netloc not in ("", "localhost"):
+            raise ConfigurationError(f"file URLs name a local folder: file:///path, not file://{url.netloc}/...")
+        if not url.path:
+            raise ConfigurationError("file URL names no folder: use file:///path/to/models")
+        reject_unknown("file:// URLs", url.options, {"fsync"})
+        return cls(url.path, fsync=parse_bool("URL option fsync", url.options.get("fsync", "false")))
 
     # -- paths and records -------------------------------------------------
 
@@ -190,7 +199,7 @@ class TempModelStorage(ModelStorage):
         return {} if record is None else record.get("metadata", {})
 
     def _write_metadata(self, model_id: str, value: Metadata) -> None:
-        with self._lock, _os_errors(f"write metadata of model {model_id!r}"):
+        with self._lock.get(), _os_errors(f"write metadata of model {model_id!r}"):
             st = self._model_version(model_id)
             if st is None:
                 raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
@@ -198,7 +207,7 @@ class TempModelStorage(ModelStorage):
             self._write_record(model_id, st, record.get("sha256"), value)
 
     def _delete(self, model_id: str) -> bool:
-        with self._lock, _os_errors(f"delete model {model_id!r}"):
+        with self._lock.get(), _os_errors(f"delete model {model_id!r}"):
             removed = self._model_version(model_id) is not None
             if removed:
                 try:
@@ -215,7 +224,7 @@ class TempModelStorage(ModelStorage):
 
     def _delete_all(self) -> None:
         """Remove models, records and leftover partial writes; nothing else."""
-        with self._lock, _os_errors(f"empty {self.directory}"), os.scandir(self.directory) as entries:
+        with self._lock.get(), _os_errors(f"empty {self.directory}"), os.scandir(self.directory) as entries:
             for entry in entries:
                 if entry.is_file(follow_symlinks=False) and _is_ours(entry.name):
                     with contextlib.suppress(FileNotFoundError):
@@ -225,7 +234,7 @@ class TempModelStorage(ModelStorage):
         self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata
     ) -> None:
         target = self._model_path(model_id)
-        with self._lock, _os_errors(f"commit model {model_id!r}"):
+        with self._lock.get(), _os_errors(f"commit model {model_id!r}"):
             # The record is written before the model moves into place, so a
             # full disk (or a crash) while writing it leaves the previous
             # version as it was; what remains are two renames.

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import MemoryModelStorage, ModelStorage, TempModelStorage
+from storage import MemoryModelStorage, ModelStorage, TempModelStorage, open_storage
 
 StoreFactory = Callable[[pytest.FixtureRequest], AbstractContextManager[ModelStorage]]
 
@@ -111,7 +111,7 @@ def _memory(request: pytest.FixtureRequest) -> Iterator[ModelStorage]:
 
 def _tamper_memory(store: ModelStorage, model_id: str) -> None:
     assert isinstance(store, MemoryModelStorage)
-    with store._lock:
+    with store._lock.get():
         entry = store._models[model_id]
         store._models[model_id] = replace(entry, data=b"tampered" + entry.data[8:])
 
@@ -178,6 +178,19 @@ register(
         tamper=_tamper_tempfile,
     )
 )
+
+
+# -- a third party's backend, reached through its entry point ------------------
+
+
+@contextlib.contextmanager
+def _sqlite_plugin(request: pytest.FixtureRequest) -> Iterator[ModelStorage]:
+    folder = request.getfixturevalue("tmp_path_factory").mktemp("sqlite")
+    with open_storage(f"sqlite://{folder}/models.db") as store:
+        yield store
+
+
+register(BackendSpec("sqlite-plugin", _sqlite_plugin, reopen=lambda store: open_storage(f"sqlite://{store.path}")))
 
 
 __all__ = ["BACKENDS", "CAPABILITIES", "BackendSpec", "StoreFactory", "register", "tree"]

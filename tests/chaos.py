@@ -14,8 +14,9 @@ import hashlib
 import re
 
 from adapters import MinioModelStorage, S3ModelStorage
-from adapters.objectstore import MIN_PART_SIZE, ObjectStoreModelStorage
-from adapters.retry import RetryPolicy
+from adapters.objectstore import ObjectStoreModelStorage
+from adapters.options import MIN_PART_SIZE, ObjectStoreOptions
+from storage.retry import RetryPolicy
 
 MiB = 1024 * 1024
 PART_SIZE = MIN_PART_SIZE  # small parts, so a few MiB already take the multipart path
@@ -28,10 +29,17 @@ def tuning(metadata: str) -> dict:
     return {"part_size": PART_SIZE, "max_concurrency": 4, "ranged_get_threshold": ranged}
 
 
-FAST_RETRY = RetryPolicy(
-    max_attempts=12, deadline=15.0, initial_backoff=0.005, max_backoff=0.05, connect_timeout=1.0, read_timeout=1.0
-)
-"""Retries for the fault tests: many cheap attempts, a stall costs one second."""
+def registry_options(metadata: str) -> ObjectStoreOptions:
+    """The options of the registry's object stores: ``metadata`` and ``tuning``."""
+    return ObjectStoreOptions.parse({"metadata": metadata, **tuning(metadata)})
+
+
+FAST_RETRY = {
+    "retry": RetryPolicy(max_attempts=12, deadline=15.0, initial_backoff=0.005, max_backoff=0.05),
+    "connect_timeout": 1.0,
+    "read_timeout": 1.0,
+}
+"""Retries and timeouts of the fault tests: many cheap attempts, a stall costs one second."""
 
 _HEADER = re.compile(rb"<([A-Za-z0-9._-]+)\|(\d+)\|(\d+)>")
 
@@ -63,7 +71,6 @@ def adapter_store(
     prefix: str,
     *,
     netloc: str | None = None,
-    retry: RetryPolicy = FAST_RETRY,
     metadata: str = "sidecar",
     access_key: str | None = None,
     secret_key: str | None = None,
@@ -76,7 +83,7 @@ def adapter_store(
         secret_key=secret_key or endpoint.secret_key,
         region=endpoint.region,
         metadata=metadata,
-        retry=retry,
+        **FAST_RETRY,
         **tuning(metadata),
     )
     settings.update(options)

@@ -8,13 +8,19 @@ duplicated.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import objectstore_backends  # noqa: F401 - registers the object-store backends
 import pytest
 from backends import BACKENDS, CAPABILITIES, BackendSpec
 
 from storage import ModelStorage
+
+# A third party's backend, visible to importlib.metadata as if pip had installed it (see plugin/).
+PLUGINS = Path(__file__).parent / "plugin"
+sys.path.insert(0, str(PLUGINS))
 
 # Session-scoped S3 servers (SeaweedFS, moto's server) that object-store
 # entries in backends.py reach through request.getfixturevalue(...).

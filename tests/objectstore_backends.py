@@ -1,9 +1,10 @@
 """The object-store entries of the backend registry: every adapter, every S3 server, both metadata modes.
 
-Tiers (DESIGN.md "Tests"):
+Tiers (docs/architecture.md, "Tests"):
   2. S3 under moto's in-process ``mock_aws``;
   3. MinIO and S3 over HTTP against moto's ``ThreadedMotoServer``;
-  4. MinIO and S3 against a real SeaweedFS on loopback (required, never skipped);
+  4. MinIO and S3 against real S3 servers on loopback: SeaweedFS, Ceph RGW and LocalStack
+     (required, never skipped: a missing server fails the run with the command that installs it);
   5. any endpoint named by ``MODELSTORAGE_TEST_S3_ENDPOINT`` / ``MODELSTORAGE_TEST_MINIO_ENDPOINT``
      (opt-in: registered only when the variable is set).
 
@@ -26,12 +27,12 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 from backends import BackendSpec, register
-from chaos import tuning
-from adapters.testing.motoserver import make_moto_conditional_writes_atomic
-from adapters.testing.servers import S3Endpoint, unique_bucket_name
+from chaos import registry_options
 
 from adapters import MinioModelStorage, S3ModelStorage
 from adapters.objectstore import ObjectStoreModelStorage
+from adapters.testing.motoserver import make_moto_conditional_writes_atomic
+from adapters.testing.servers import S3Endpoint, unique_bucket_name
 from storage import ModelStorage
 
 
@@ -112,6 +113,13 @@ def _footprint(store: ModelStorage) -> frozenset[str]:
     return frozenset(keys)
 
 
+def raw_uploads(store: ModelStorage) -> list[tuple[str, str]]:
+    """The multipart uploads under way in ``store``'s namespace, as the server lists them to a raw client."""
+    place = _place(store)
+    uploads = place.raw.list_multipart_uploads(Bucket=place.bucket, Prefix=place.root).get("Uploads", [])
+    return sorted((u["Key"], u["UploadId"]) for u in uploads)
+
+
 def _plant_outside(store: ModelStorage) -> None:
     place = _place(store)
     for key in (
@@ -142,8 +150,7 @@ def _s3_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str], 
         region=endpoint.region,
         access_key=endpoint.access_key,
         secret_key=endpoint.secret_key,
-        metadata=metadata,
-        **tuning(metadata),
+        options=registry_options(metadata),
     )
 
 
@@ -156,8 +163,7 @@ def _minio_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str
         secret_key=endpoint.secret_key,
         secure=endpoint.secure,
         region=endpoint.region,
-        metadata=metadata,
-        **tuning(metadata),
+        options=registry_options(metadata),
     )
 
 
@@ -169,7 +175,8 @@ def _on_server(fixture: str, adapter: str, metadata: str):
     def factory(request: pytest.FixtureRequest) -> Iterator[ModelStorage]:
         endpoint: S3Endpoint = request.getfixturevalue(fixture)
         raw = _raw_client(endpoint)
-        bucket = _session_bucket(fixture, raw)
+        # A server whose init hooks made a bucket (LocalStack's localstack/init) is tested in that bucket.
+        bucket = endpoint.extra.get("bucket") or _session_bucket(fixture, raw)
         with _namespace(raw, bucket, ADAPTERS[adapter](endpoint, bucket, metadata)) as store:
             yield store
 
@@ -193,7 +200,7 @@ def _under_mock_aws(metadata: str):
             bucket = unique_bucket_name("models")
             raw.create_bucket(Bucket=bucket)
             build = lambda prefix: S3ModelStorage(  # noqa: E731
-                bucket, prefix, region="us-east-1", metadata=metadata, **tuning(metadata)
+                bucket, prefix, region="us-east-1", options=registry_options(metadata)
             )
             with _namespace(raw, bucket, build) as store:
                 yield store
@@ -220,9 +227,9 @@ for _mode in ("sidecar", "tags"):
         register(
             _spec(f"{_adapter}-motoserver-{_mode}", _on_server("moto_server_endpoint", _adapter, _mode), _mode, "tier3")
         )
-        register(
-            _spec(f"{_adapter}-seaweedfs-{_mode}", _on_server("seaweedfs_endpoint", _adapter, _mode), _mode, "tier4")
-        )
+        for _server in ("seaweedfs", "ceph", "localstack"):
+            _factory = _on_server(f"{_server}_endpoint", _adapter, _mode)
+            register(_spec(f"{_adapter}-{_server}-{_mode}", _factory, _mode, "tier4"))
 
 
 def _external_endpoint(variable: str) -> S3Endpoint | None:

@@ -41,11 +41,14 @@ class ScriptedS3:
     def __init__(self, replies: list[Reply | str]) -> None:
         self.replies = list(replies)
         self.requests: list[tuple[str, str]] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of each request (names in lower case), in the order of ``requests``."""
         self._lock = threading.Lock()
 
-    def next_reply(self, method: str, path: str) -> Reply | str:
+    def next_reply(self, method: str, path: str, headers: dict[str, str] | None = None) -> Reply | str:
         with self._lock:
             self.requests.append((method, path))
+            self.headers.append(headers or {})
             return self.replies.pop(0) if self.replies else Reply(500, "ScriptExhausted")
 
 
@@ -60,7 +63,7 @@ def _handler(script: ScriptedS3):
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
-            reply = script.next_reply(self.command, self.path)
+            reply = script.next_reply(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
             if reply == RESET:
                 # SO_LINGER 0 turns close() into a TCP reset, as a dying proxy would.
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")

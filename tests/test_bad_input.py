@@ -18,7 +18,6 @@ import pytest
 from backends import BackendSpec
 
 from adapters.objectstore import ObjectStoreModelStorage
-from adapters.retry import RetryPolicy
 from storage import (
     BucketNotFoundError,
     ConfigurationError,
@@ -31,7 +30,8 @@ from storage import (
     from_fedn_config,
     open_storage,
 )
-from storage.modelstorage import MAX_METADATA_BYTES
+from storage.model import MAX_METADATA_BYTES
+from storage.retry import RetryPolicy
 
 SECRET = "bad-input-secret-" + uuid.uuid4().hex
 EXISTING = b"the model that was there before" * 10
@@ -67,7 +67,7 @@ class Ctx:
         assert isinstance(store, ObjectStoreModelStorage)
         bucket = bucket or store.bucket
         endpoint = self.endpoint()
-        settings = {"retry": QUICK}
+        settings = dict(QUICK)
         if endpoint is not None:
             settings.update(access_key=endpoint.access_key, secret_key=endpoint.secret_key, region=endpoint.region)
         settings.update(options)
@@ -78,9 +78,11 @@ class Ctx:
         return MinioModelStorage(netloc, bucket, prefix, secure=False, **settings)
 
 
-QUICK = RetryPolicy(
-    max_attempts=3, deadline=1.0, initial_backoff=0.01, max_backoff=0.05, connect_timeout=0.5, read_timeout=2.0
-)
+QUICK = {
+    "retry": RetryPolicy(max_attempts=3, deadline=1.0, initial_backoff=0.01, max_backoff=0.05),
+    "connect_timeout": 0.5,
+    "read_timeout": 2.0,
+}
 
 
 def everywhere(spec: BackendSpec) -> bool:

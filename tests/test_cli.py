@@ -2,7 +2,8 @@
 
 Commands run as ``python -m storage`` subprocesses on a temp-file store in
 ``tmp_path``, exactly as a user runs them; the aggregation and the
-``check`` step logic are tested in-process, where failures can be injected.
+``check`` step logic are tested in-process, where failures can be injected,
+and so is how the arguments are read.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from storage.cli import CHECK_STEPS, run_check
-from storage.simulate import (
+from storage.cli.check import CHECK_STEPS, run_check
+from storage.cli.fedavg import (
     IN_PROGRESS,
     OK,
     FedAvg,
@@ -38,6 +39,7 @@ from storage.simulate import (
     compare_models,
     write_model,
 )
+from storage.cli.parser import build_parser
 
 MiB = 1024 * 1024
 
@@ -211,12 +213,12 @@ def test_url_comes_from_the_option_either_side_of_the_command_then_env_then_defa
 @pytest.mark.parametrize(
     ("args", "exit_code", "fragment"),
     [
-        (["-u", "bogus://x", "ls"], 2, "unknown storage URL scheme"),
+        (["-u", "bogus://x", "ls"], 2, "bogus://"),
         (["get", "no-such-model"], 3, "not found"),
         (["get", "../x"], 2, "invalid model id"),
         (["put", "x", "/no/such/file"], 1, "No such file"),
         (["put", "x"], 2, "required"),
-        (["simulate", "--clients", "0"], 2, "positive"),
+        (["simulate", "--clients", "0"], 2, "at least 1"),
     ],
     ids=["unknown-scheme", "missing-model", "invalid-id", "missing-file", "missing-argument", "bad-count"],
 )
@@ -235,7 +237,46 @@ def test_commands_other_than_simulate_work_without_numpy(url: str) -> None:
         f"sys.exit(main(['-u', {url!r}, 'simulate']))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=_clean_env(), timeout=60)
-    assert_one_line_error(result, 2, "simulate needs numpy")
+    assert_one_line_error(result, 2, "simulate needs numpy: pip install numpy")
+    assert b"modelstorage[simulate]" not in result.stderr  # no package index serves that name
+
+
+def test_without_rich_the_command_says_how_to_get_it() -> None:
+    script = (
+        "import sys\n"
+        "class NoRich:\n"  # as if rich were not installed, whatever the environment has
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'rich':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoRich())\n"
+        "from storage.cli import main\n"
+        "sys.exit(main(['-u', 'memory://', 'ls']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=_clean_env(), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == b"modelstorage: error: the modelstorage command needs rich: pip install rich\n"
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("10M", 10_000_000), ("16Ki", 16_384), ("1e7", 10_000_000), ("10_000_000", 10_000_000), ("200k", 200_000)],
+)
+def test_params_take_the_sizes_of_the_whole_project(text: str, value: int) -> None:
+    assert build_parser().parse_args(["simulate", "--params", text]).params == value
+
+
+@pytest.mark.parametrize("text", ["abc", "1.5", "0", "-5", "10X"])
+def test_a_bad_params_value_is_a_one_line_usage_error(text: str) -> None:
+    assert_one_line_error(modelstorage("simulate", "--params", text), 2, "argument --params:", repr(text))
+
+
+def test_simulate_runs_with_a_binary_params_size(tmp_path: Path) -> None:
+    result = modelstorage(
+        "-u", (tmp_path / "models").as_uri(), "simulate", "--clients", "1", "--rounds", "1", "--params", "16Ki"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "16,384 float32 parameters" in result.stdout.decode()
 
 
 def test_simulate_runs_rounds_that_match_the_reference(url: str) -> None:

@@ -29,8 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import yaml
 
-from storage import config as storage_config
 from storage import open_storage
+from storage import registry as storage_config
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -476,14 +476,14 @@ _ENV_READ = re.compile(r"""(?:environ(?:\.get)?|getenv)\s*[(\[]\s*["']([A-Z][A-Z
 
 def env_names_the_library_reads() -> set[str]:
     """Variables read by storage/ and adapters/, and by the MinIO SDK credential providers the adapter chains."""
-    from minio.credentials import Provider
+    from minio.credentials.providers import Provider  # where every minio 7.2 has it
 
     from adapters import miniomodelstorage
 
     names: set[str] = set()
-    for path in [*sorted((REPO / "storage").glob("*.py")), *sorted((REPO / "adapters").glob("*.py"))]:
+    for path in [*sorted((REPO / "storage").rglob("*.py")), *sorted((REPO / "adapters").rglob("*.py"))]:
         names |= set(_ENV_READ.findall(path.read_text(encoding="utf-8")))
-    names |= {storage_config.URL_ENV, *getattr(storage_config, "_FEDN_ENV", {}).values()}
+    names |= {storage_config.URL_ENV, *storage_config.FEDN_ENV.values()}
     providers = [
         obj
         for name, obj in vars(miniomodelstorage).items()

@@ -1,4 +1,4 @@
-"""The contract table of DESIGN.md, row by row, on every registered backend.
+"""The contract table of docs/architecture.md ("The contract"), row by row, on every registered backend.
 
 Metadata comes in both shapes FEDn uses: dicts, and its integer ``ModelStatus``.
 """
@@ -31,7 +31,8 @@ from storage import (
     ModelStat,
     StorageError,
 )
-from storage.modelstorage import CHUNK_SIZE, MAX_METADATA_BYTES
+from storage.model import MAX_METADATA_BYTES
+from storage.writer import CHUNK_SIZE
 
 MiB = 1024 * 1024
 

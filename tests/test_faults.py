@@ -46,7 +46,6 @@ from faultproxy import (
     Schedule,
 )
 
-from adapters.retry import RetryPolicy
 from storage import (
     BucketNotFoundError,
     IntegrityError,
@@ -55,14 +54,14 @@ from storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
+from storage.retry import RetryPolicy
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.tier4]
 
 ADAPTERS = ("s3", "minio")
 
-OUTAGE_RETRY = RetryPolicy(
-    max_attempts=10_000, deadline=1.0, initial_backoff=0.02, max_backoff=0.1, connect_timeout=0.5, read_timeout=1.0
-)
+OUTAGE_RETRY = RetryPolicy(max_attempts=10_000, deadline=1.0, initial_backoff=0.02, max_backoff=0.1)
+OUTAGE = {"retry": OUTAGE_RETRY, "connect_timeout": 0.5, "read_timeout": 1.0}
 """Retries bounded by the deadline alone: an outage is outlasted or reported within 1 s."""
 
 
@@ -383,7 +382,7 @@ def test_an_outage_longer_than_the_deadline_fails_in_time_and_leaves_the_old_ver
     point, proxy, make_store, raw, bucket, prefix
 ):
     size, operation, nth = OUTAGE_POINTS[point]
-    store = make_store(retry=OUTAGE_RETRY, max_concurrency=2)
+    store = make_store(**OUTAGE, max_concurrency=2)
     old, new = blob("model", 1, MiB), blob("model", 2, size)
     store.put("model", old, {"v": 1})
     outage = _Outage(proxy, operation, nth=nth)
@@ -410,7 +409,7 @@ def test_an_outage_longer_than_the_deadline_fails_in_time_and_leaves_the_old_ver
 
 @pytest.mark.parametrize("operation", ["UploadPart", "CompleteMultipartUpload"])
 def test_a_server_restart_mid_upload_is_bridged_by_the_retries(operation, proxy, make_store, raw, bucket, prefix):
-    store = make_store(retry=OUTAGE_RETRY)
+    store = make_store(**OUTAGE)
     old, new = blob("model", 1, MiB), blob("model", 2, 11 * MiB)
     store.put("model", old, {"v": 1})
     # In-flight requests are reset, new connections refused for 0.3 s, then the server is back.
@@ -425,7 +424,7 @@ def test_a_server_restart_mid_upload_is_bridged_by_the_retries(operation, proxy,
 
 
 def test_a_server_restart_longer_than_the_deadline_fails_cleanly(proxy, make_store, raw, bucket, prefix):
-    store = make_store(retry=OUTAGE_RETRY)
+    store = make_store(**OUTAGE)
     old, new = blob("model", 1, MiB), blob("model", 2, 11 * MiB)
     store.put("model", old, {"v": 1})
     restart = _Outage(proxy, "UploadPart", nth=2, seconds=OUTAGE_RETRY.deadline + 0.5)

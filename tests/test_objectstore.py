@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
+from objectstore_backends import raw_uploads
 
 from adapters import metadata as codec
 from adapters.objectstore import ObjectStoreModelStorage
@@ -29,13 +30,24 @@ one_mode_per_adapter = pytest.mark.backends(
 
 
 def _uploads(store: ObjectStoreModelStorage) -> list:
-    return store.pending_uploads()
+    """Asked of the server with a raw client, not through the adapter under test."""
+    return raw_uploads(store)
+
+
+@objectstores
+def test_pending_uploads_lists_what_the_server_has_under_way(store):
+    key = store.keys.model_key("abandoned")
+    upload = store.client.start_upload(key)
+    upload.put_part(1, b"part")
+    assert store.pending_uploads() == [(key, upload.upload_id)] == _uploads(store)
+    upload.abort()
+    assert store.pending_uploads() == [] == _uploads(store)
 
 
 @objectstores
 def test_get_is_one_request_unless_the_model_is_above_the_ranged_get_threshold(store, monkeypatch):
     # The registry gives sidecar stores a threshold of one part and tag stores none, so both paths run here.
-    part = store.part_size
+    part = store.options.part_size
     data = os.urandom(3 * part + 123)
     store.put("model", data)
     gets = []
@@ -48,7 +60,7 @@ def test_get_is_one_request_unless_the_model_is_above_the_ranged_get_threshold(s
 
     monkeypatch.setattr(store.client, "get", counting_get)
     assert store.get("model").getbuffer() == data
-    threshold = store.ranged_get_threshold
+    threshold = store.options.ranged_get_threshold
     if threshold is None or len(data) <= threshold:
         assert gets == [()]
     else:
@@ -80,7 +92,7 @@ def test_a_64_mib_model_streamed_in_1_mib_chunks_reads_back_bit_exact(store):
 def test_an_exception_during_a_multipart_write_leaves_no_upload_and_the_old_model(store):
     store.put("model", b"version 1", {"v": 1})
     with pytest.raises(RuntimeError), store.get_ptr("model") as writer:
-        for _ in range(3 * store.part_size // MiB):
+        for _ in range(3 * store.options.part_size // MiB):
             writer.write(os.urandom(MiB))
         raise RuntimeError("the client went away")
     assert _uploads(store) == []
@@ -95,10 +107,17 @@ def test_a_part_that_keeps_failing_aborts_the_upload(store, monkeypatch):
     def refuse(*args, **kwargs):
         raise StoragePermissionError("part refused")
 
-    monkeypatch.setattr(store.client, "upload_part", refuse)
+    start_upload = store.client.start_upload
+
+    def start_refusing_parts(key):
+        upload = start_upload(key)
+        monkeypatch.setattr(upload, "put_part", refuse)
+        return upload
+
+    monkeypatch.setattr(store.client, "start_upload", start_refusing_parts)
     writer = store.get_ptr("model")
     with pytest.raises(StoragePermissionError):
-        for _ in range(4 * store.part_size // MiB):
+        for _ in range(4 * store.options.part_size // MiB):
             writer.write(os.urandom(MiB))
         writer.close()
     monkeypatch.undo()
@@ -111,7 +130,7 @@ def test_a_part_that_keeps_failing_aborts_the_upload(store, monkeypatch):
 def test_an_atomic_create_of_a_large_model_refuses_a_taken_id_and_leaves_no_upload(store):
     store.put("model", b"version 1")
     with pytest.raises(ModelExistsError):
-        store.put("model", os.urandom(2 * store.part_size + 1), overwrite=False)
+        store.put("model", os.urandom(2 * store.options.part_size + 1), overwrite=False)
     assert _uploads(store) == []
     assert store.get("model").read() == b"version 1"
 

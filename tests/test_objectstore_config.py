@@ -88,7 +88,7 @@ def test_minio_url_with_minio_credentials(clean_env, seaweedfs_endpoint, bucket)
     clean_env.setenv("MINIO_SECRET_KEY", ep.secret_key)
     store = open_storage(f"minio://{ep.netloc}/{bucket}/prefix?secure=false&ranged_get_threshold=33554432")
     assert store.keys.prefix == "prefix/"
-    assert store.ranged_get_threshold == 32 * 2**20
+    assert store.options.ranged_get_threshold == 32 * 2**20
     _round_trip(store, MinioModelStorage)
 
 

@@ -14,7 +14,6 @@ from scripted_s3 import OK_BODY, RESET, error, ok, scripted_s3
 
 from adapters import MinioModelStorage, S3ModelStorage
 from adapters.client import classify
-from adapters.retry import RetryPolicy, TransientError
 from storage import (
     BucketNotFoundError,
     ModelExistsError,
@@ -23,9 +22,10 @@ from storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
+from storage.retry import RetryPolicy, TransientError
 
 SECRET = "retry-test-secret-key-0123456789"
-FAST = RetryPolicy(max_attempts=4, deadline=20, initial_backoff=0.001, max_backoff=0.01, read_timeout=5)
+FAST = RetryPolicy(max_attempts=4, deadline=20, initial_backoff=0.001, max_backoff=0.01)
 
 
 def _s3(endpoint: str, retry: RetryPolicy = FAST) -> S3ModelStorage:
@@ -36,6 +36,7 @@ def _s3(endpoint: str, retry: RetryPolicy = FAST) -> S3ModelStorage:
         access_key="retry-test-access",
         secret_key=SECRET,
         retry=retry,
+        read_timeout=5,
     )
 
 
@@ -48,6 +49,7 @@ def _minio(endpoint: str, retry: RetryPolicy = FAST) -> MinioModelStorage:
         secure=False,
         region="us-east-1",
         retry=retry,
+        read_timeout=5,
     )
 
 
@@ -139,7 +141,7 @@ def test_one_log_line_per_retry(make, caplog):
 
 @pytest.mark.parametrize("make", ADAPTERS)
 def test_deadline_bounds_the_whole_operation(make):
-    policy = RetryPolicy(max_attempts=1000, deadline=1.0, initial_backoff=0.2, max_backoff=0.2, read_timeout=5)
+    policy = RetryPolicy(max_attempts=1000, deadline=1.0, initial_backoff=0.2, max_backoff=0.2)
     with scripted_s3([error(503, "SlowDown")] * 1000) as (script, endpoint):
         store = make(endpoint, policy)
         started = time.monotonic()

@@ -24,9 +24,8 @@ from functools import partial
 import pytest
 from chaos import MiB, adapter_store, blob, raw_clear, raw_keys, record_put_payloads
 from faultproxy import CORRUPT, RESET, FaultProxy, Reply
-from adapters.testing.servers import write_self_signed_certificate
 
-from adapters.retry import RetryPolicy
+from adapters.testing.servers import write_self_signed_certificate
 from storage import (
     BucketNotFoundError,
     InvalidModelIdError,
@@ -36,13 +35,16 @@ from storage import (
     from_fedn_config,
     open_storage,
 )
+from storage.retry import RetryPolicy
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.tier4]
 
 ADAPTERS = ("s3", "minio")
-QUICK = RetryPolicy(
-    max_attempts=3, deadline=2.0, initial_backoff=0.01, max_backoff=0.02, connect_timeout=0.5, read_timeout=2.0
-)
+QUICK = {
+    "retry": RetryPolicy(max_attempts=3, deadline=2.0, initial_backoff=0.01, max_backoff=0.02),
+    "connect_timeout": 0.5,
+    "read_timeout": 2.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +129,12 @@ def test_a_secret_key_never_appears_in_reprs_logs_errors_or_on_the_wire(
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         settings = {"storage_access_key": ep.access_key, "storage_secret_key": secret, "storage_bucket": bucket}
         stores = [
-            adapter_store("s3", ep, bucket, "explicit-s3/", netloc=proxy.netloc, retry=QUICK),
-            adapter_store("minio", ep, bucket, "explicit-minio/", netloc=proxy.netloc, retry=QUICK, metadata="tags"),
+            adapter_store("s3", ep, bucket, "explicit-s3/", netloc=proxy.netloc, **QUICK),
+            adapter_store("minio", ep, bucket, "explicit-minio/", netloc=proxy.netloc, **QUICK, metadata="tags"),
             from_fedn_config(
                 {"storage_type": "BOTO3", "storage_config": {**settings, "storage_endpoint": proxy.endpoint_url}},
                 prefix="fedn-s3/",
-                retry=QUICK,
+                **QUICK,
             ),
             from_fedn_config(
                 {
@@ -145,7 +147,7 @@ def test_a_secret_key_never_appears_in_reprs_logs_errors_or_on_the_wire(
                     },
                 },
                 prefix="fedn-minio/",
-                retry=QUICK,
+                **QUICK,
             ),
             open_storage(f"minio://{proxy.netloc}/{bucket}/env-minio?secure=false"),
             open_storage(f"s3://{bucket}/env-s3?endpoint_url={proxy.endpoint_url}&region=us-east-1"),
@@ -169,18 +171,16 @@ def test_a_secret_key_never_appears_in_reprs_logs_errors_or_on_the_wire(
         for adapter in ADAPTERS:
             for key in (secret, wrong_secret):
                 ok = key == secret
-                store = adapter_store(adapter, ep, bucket, "fail/", netloc=proxy.netloc, retry=QUICK, secret_key=key)
+                store = adapter_store(adapter, ep, bucket, "fail/", netloc=proxy.netloc, **QUICK, secret_key=key)
                 texts += [repr(store), str(store)]
                 if not ok:
                     expect(StoragePermissionError, partial(store.put, "m", b"x"))
                     expect(StoragePermissionError, store.list)
                 store.close()
-            missing = adapter_store(
-                adapter, ep, f"missing-{uuid.uuid4().hex[:8]}", "", netloc=proxy.netloc, retry=QUICK
-            )
+            missing = adapter_store(adapter, ep, f"missing-{uuid.uuid4().hex[:8]}", "", netloc=proxy.netloc, **QUICK)
             expect(BucketNotFoundError, partial(missing.put, "m", b"x"))
             missing.close()
-            gone = adapter_store(adapter, ep, bucket, "", netloc="127.0.0.1:9", retry=QUICK)
+            gone = adapter_store(adapter, ep, bucket, "", netloc="127.0.0.1:9", **QUICK)
             expect(StorageUnavailableError, partial(gone.exist, "m"))
             gone.close()
         expect(StorageError, partial(open_storage, f"s3://{ep.access_key}:{secret}@{bucket}/x"))
@@ -217,7 +217,7 @@ def _wait_for(condition, seconds: float = 5.0) -> None:
 def _tls_store(adapter, ep, bucket, proxy, **options):
     from adapters import MinioModelStorage, S3ModelStorage
 
-    common = dict(access_key=ep.access_key, secret_key=ep.secret_key, region=ep.region, retry=QUICK)
+    common = dict(access_key=ep.access_key, secret_key=ep.secret_key, region=ep.region, **QUICK)
     if adapter == "s3":
         return S3ModelStorage(bucket, "tls/", endpoint_url=proxy.endpoint_url, **common, **options)
     return MinioModelStorage(proxy.netloc, bucket, "tls/", **common, **options)  # secure=True by default

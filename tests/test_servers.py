@@ -74,9 +74,8 @@ def test_seaweedfs_serves_s3_over_tls_and_both_adapters_trust_it_by_its_ca_bundl
     """The server the benchmark's --https runs: a real TLS listener, not the test proxy."""
     import os
 
-    from adapters.testing.seaweedfs import SeaweedFSServer
-
     from adapters import MinioModelStorage, S3ModelStorage
+    from adapters.testing.seaweedfs import SeaweedFSServer
     from storage import StorageError
 
     with SeaweedFSServer(https=True) as ep:

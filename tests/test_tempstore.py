@@ -13,7 +13,7 @@ import pytest
 from backends import tree
 
 from storage import IntegrityError, ModelNotFoundError, StorageError, TempModelStorage
-from storage.modelstorage import CHUNK_SIZE
+from storage.writer import CHUNK_SIZE
 
 OK, IN_PROGRESS = 0, 1
 
