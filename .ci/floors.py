@@ -5,8 +5,9 @@ these over the project's own requirements and runs the object-store tests again,
 """
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 PINNED = ("boto3", "minio", "tenacity")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from storage.errors import (
     StorageError,
     StoragePermissionError,
 )
+from storage.options import hint
 from storage.retry import TransientError
 
 # -- what an SDK file raises --------------------------------------------------
@@ -72,7 +74,7 @@ def classify(status: int | None, code: str | None, message: str, *, bucket: str)
     if code == "NoSuchBucket":
         return BucketNotFoundError(
             f"bucket {bucket!r} does not exist: create it (for example `aws s3 mb s3://{bucket}` or "
-            "`mc mb`), or pass create_bucket=True"
+            f"`mc mb`), or set {hint('create_bucket', True)}"
         )
     if code in ("NoSuchKey", "NoSuchUpload", "NotFound") or status == 404:
         return ObjectNotFound(detail)
@@ -86,10 +88,21 @@ def classify(status: int | None, code: str | None, message: str, *, bucket: str)
         )
     if code in ("InvalidTag", "MalformedXML") and "tag" in message.lower():
         return MetadataError(f"the store refused the metadata tags: {detail}")
+    if status == 400 and code in ("", "400", "BadRequest"):
+        return _BadRequest(f"the store refused the request: {detail}")
     return StorageError(f"the store refused the request: {detail}")
 
 
+class _BadRequest(StorageError):
+    """A 400 without an S3 error code: what a TLS server answers to plain HTTP (see ``_reraise``)."""
+
+
 # -- what an SDK file implements ----------------------------------------------
+
+
+WRITE_TOKEN = "modelstorage-write"
+"""The user-metadata key (``x-amz-meta-modelstorage-write``) that carries the token of the write that made
+an object, so a retry whose earlier attempt landed unseen recognises the object as its own."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class ObjectInfo:
     """The whole object's size (also for a ranged GET)."""
     etag: str
     last_modified: datetime
+    write_token: str | None = None
+    """The ``WRITE_TOKEN`` the object was written with; None for objects other tools wrote."""
 
 
 @dataclass
@@ -145,6 +160,9 @@ class Upload(Protocol):
     def put_part(self, number: int, body: bytes) -> str:
         """Upload part ``number`` (from 1); returns its ETag."""
 
+    def has_parts(self) -> bool:
+        """Whether any part of this upload has arrived."""
+
     def complete(self, parts: Sequence[tuple[int, str]], mode: PutMode) -> str:
         """Join the parts (number, ETag) into the object at ``key``, as ``mode`` allows; returns its ETag."""
 
@@ -158,6 +176,8 @@ class UploadHandle:
     client: ObjectClient
     key: str
     upload_id: str
+    initiated: datetime | None = None
+    """When the server started it (its clock), where a listing says so."""
 
     @property
     def bucket(self) -> str:
@@ -176,11 +196,21 @@ class ObjectClient(Protocol):
         self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None
     ) -> ObjectResponse: ...
     def put(
-        self, key: str, body: bytes, *, sha256: str, mode: PutMode = OVERWRITE, tags: dict[str, str] | None = None
+        self,
+        key: str,
+        body: bytes,
+        *,
+        sha256: str,
+        mode: PutMode = OVERWRITE,
+        tags: dict[str, str] | None = None,
+        token: str | None = None,
     ) -> str:
-        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``, as ``mode`` allows; returns the ETag."""
+        """One PUT of ``body``, whose SHA-256 (hex) is ``sha256``, as ``mode`` allows; returns the ETag.
 
-    def start_upload(self, key: str) -> Upload: ...
+        ``token`` goes with the object as its ``WRITE_TOKEN``.
+        """
+
+    def start_upload(self, key: str, token: str | None = None) -> Upload: ...
     def uploads(self, prefix: str) -> list[Upload]:
         """The multipart uploads under way whose keys start with ``prefix``."""
 
@@ -190,6 +220,9 @@ class ObjectClient(Protocol):
     def list_page(self, prefix: str, start_after: str | None) -> tuple[list[str], bool]:
         """Up to 1000 keys after ``start_after`` in order, and whether more follow."""
 
+    def abort_rules(self) -> list[tuple[str, int]]:
+        """(prefix, days) of the bucket's enabled lifecycle rules that abort incomplete multipart uploads."""
+
     def close(self) -> None:
         """Drop the pooled connections (closing only this process's copies); the client stays usable."""
 
@@ -198,32 +231,69 @@ Translate = Callable[[Exception, str], "StorageError | None"]
 """An SDK file's one mapping: (its SDK's exception, bucket) -> the library's error, or None."""
 
 
-def tls_failure(exc: BaseException) -> StorageError | None:
-    """A server certificate the client refused, however the SDK wrapped it: never worth a retry."""
+class ProtocolHints(Protocol):
+    """What an SDK file's client says to change when TLS and plain HTTP are mixed up."""
+
+    def use_plain_http(self) -> str: ...
+    def use_tls(self) -> str: ...
+    def plain_http_address(self) -> tuple[str, int] | None:
+        """(host, port) the client speaks plain HTTP to; None over TLS."""
+
+
+_NOT_TLS = ("wrong_version_number", "wrong version number", "record layer failure", "unknown protocol")
+_NOT_HTTP = ("http request to an https server", "plain http request was sent to https port")
+
+
+def tls_failure(exc: BaseException, client: ProtocolHints | None = None) -> StorageError | None:
+    """TLS that cannot work, however the SDK wrapped the failure: never worth a retry.
+
+    A certificate the client refused; TLS spoken to a plain-HTTP server; plain
+    HTTP spoken to a TLS server. Each says what to change.
+    """
     pending: list[BaseException] = [exc]
     for _ in range(32):  # SDKs nest a few levels deep; bounded all the same
         if not pending:
             return None
         current = pending.pop()
+        text = str(current).lower()
         if isinstance(current, ssl.SSLCertVerificationError):
             reason = current.verify_message or current.reason or "certificate verify failed"
             return StorageError(
                 f"TLS certificate verification failed ({reason}): trust the CA that signed the server's "
-                "certificate (verify='/path/to/ca.pem'; in a URL, the option verify=/path/to/ca.pem), "
-                "or fix the certificate"
+                f"certificate ({hint('verify', '/path/to/ca.pem')}), or fix the certificate"
             )
+        if client is not None and isinstance(current, ssl.SSLError) and any(sign in text for sign in _NOT_TLS):
+            return StorageError(f"the server speaks plain HTTP, not TLS: use {client.use_plain_http()}")
+        if client is not None and any(sign in text for sign in _NOT_HTTP):
+            return StorageError(f"the server speaks TLS (HTTPS), not plain HTTP: use {client.use_tls()}")
         nested = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
         pending.extend(e for e in nested if isinstance(e, BaseException))
     return None
 
 
-def _reraise(exc: Exception, translate: Translate, bucket: str):
+def _reraise(exc: Exception, translate: Translate, owner):
     if isinstance(exc, StorageError):
         raise exc
-    error = tls_failure(exc) or translate(exc, bucket)
+    client = getattr(owner, "client", owner)  # an Upload's or a ResponseBody's client, or the client itself
+    error = tls_failure(exc, client) or translate(exc, owner.bucket)
     if error is None:
         raise exc
+    address = client.plain_http_address() if isinstance(error, _BadRequest) else None
+    if address is not None and _speaks_tls(*address):
+        error = StorageError(f"the server speaks TLS (HTTPS), not plain HTTP: use {client.use_tls()}")
     raise error from None
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    """Whether the server completes a TLS handshake: asked once, after a 400 no S3 server would give."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only whether it speaks TLS, not whom to trust
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock, context.wrap_socket(sock):
+            return True
+    except OSError:  # ssl.SSLError is an OSError
+        return False
 
 
 def translating(translate: Translate):
@@ -235,7 +305,7 @@ def translating(translate: Translate):
             try:
                 return method(self, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - _reraise re-raises whatever it does not translate
-                _reraise(exc, translate, self.bucket)
+                _reraise(exc, translate, self)
 
         return call
 
@@ -245,10 +315,11 @@ def translating(translate: Translate):
 class ResponseBody(io.RawIOBase):
     """An SDK's response stream: errors while reading translated, the connection released on close."""
 
-    def __init__(self, stream, bucket: str, translate: Translate, release: Callable[[], None]) -> None:
+    def __init__(self, stream, client: ObjectClient, translate: Translate, release: Callable[[], None]) -> None:
         super().__init__()
         self._stream = stream
-        self._bucket = bucket
+        self.client = client
+        self.bucket = client.bucket
         self._translate = translate
         self._release = release
 
@@ -276,7 +347,7 @@ class ResponseBody(io.RawIOBase):
         try:
             return read(*args)
         except Exception as exc:  # noqa: BLE001 - _reraise re-raises whatever it does not translate
-            _reraise(exc, self._translate, self._bucket)
+            _reraise(exc, self._translate, self)
 
     def close(self) -> None:
         if not self.closed:

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from storage.errors import MetadataError
 from storage.model import Metadata
+from storage.options import hint
 
 SIDECAR = "sidecar"
 TAGS = "tags"
+
+
+def _sidecar_hint() -> str:
+    return hint("metadata", SIDECAR)
+
+
 MODES = (SIDECAR, TAGS)
 
 # S3's limits on object tags.
@@ -32,14 +40,24 @@ _JSON_LITERAL = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?|true|false|nu
 _STRING_MARK = "="
 
 
-def encode_sidecar(value: Metadata, sha256: str | None) -> bytes:
-    return json.dumps({"sha256": sha256, "metadata": value}, separators=(",", ":")).encode()
+@dataclass(frozen=True)
+class Sidecar:
+    metadata: Metadata
+    sha256: str | None
+    """The model's SHA-256."""
+    write: str | None = None
+    """The token of the write that made this sidecar, so a retry recognises its own."""
 
 
-def decode_sidecar(body: bytes) -> tuple[Metadata, str | None]:
+def encode_sidecar(sidecar: Sidecar) -> bytes:
+    record = {"sha256": sidecar.sha256, "metadata": sidecar.metadata, "write": sidecar.write}
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_sidecar(body: bytes) -> Sidecar:
     try:
         record = json.loads(body)
-        return record["metadata"], record.get("sha256")
+        return Sidecar(record["metadata"], record.get("sha256"), record.get("write"))
     except (ValueError, KeyError, TypeError):
         raise MetadataError(
             "the metadata sidecar is not a modelstorage record; rewrite it with set_model_metadata"
@@ -60,7 +78,7 @@ def encode_tags(value: Metadata, sha256: str | None) -> dict[str, str]:
                 raise MetadataError(f"tag key {key!r} is reserved; choose another name")
         tags = {key: _encode_scalar(key, v) for key, v in items.items()}
     elif isinstance(value, list):
-        raise MetadataError("tags mode stores a dict of scalars or one scalar, not a list; use metadata='sidecar'")
+        raise MetadataError(f"tags mode stores a dict of scalars or one scalar, not a list; use {_sidecar_hint()}")
     else:
         tags = {SCALAR_TAG: _encode_scalar("value", value)}
     if sha256 is not None:
@@ -68,7 +86,7 @@ def encode_tags(value: Metadata, sha256: str | None) -> dict[str, str]:
     if len(tags) > MAX_TAGS:
         raise MetadataError(
             f"tags mode keeps at most {MAX_TAGS - 1} metadata entries (S3 allows {MAX_TAGS} tags per "
-            f"object and one holds the model's SHA-256); got {len(value)}: use metadata='sidecar'"
+            f"object and one holds the model's SHA-256); got {len(value)}: use {_sidecar_hint()}"
         )
     return tags
 
@@ -90,7 +108,7 @@ def _encode_scalar(key: str, value: object) -> str:
         text = json.dumps(value)
     else:
         raise MetadataError(
-            f"tags mode stores scalars only; {key!r} is a {type(value).__name__}: use metadata='sidecar'"
+            f"tags mode stores scalars only; {key!r} is a {type(value).__name__}: use {_sidecar_hint()}"
         )
     _check_tag_text(f"value of {key!r}", text, MAX_TAG_VALUE)
     return text
@@ -114,9 +132,9 @@ def _check_tag_text(what: str, text: str, limit: int) -> None:
     if what == "key" and not text:
         raise MetadataError("tag keys must not be empty")
     if len(text) > limit:
-        raise MetadataError(f"tag {what} is {len(text)} characters; S3 allows {limit}: use metadata='sidecar'")
+        raise MetadataError(f"tag {what} is {len(text)} characters; S3 allows {limit}: use {_sidecar_hint()}")
     if not _TAG_TEXT.fullmatch(text):
         raise MetadataError(
             f"tag {what} {text[:40]!r} has characters S3 tags refuse; allowed are letters, digits, "
-            "spaces and + - = . _ : / @ (or use metadata='sidecar')"
+            f"spaces and + - = . _ : / @ (or use {_sidecar_hint()})"
         )

@@ -8,7 +8,8 @@
 - ``KnownDigestMinio``: a body's SHA-256, computed while the model was
   written, handed to the SDK so it does not hash the body again
   (``Minio._build_headers``).
-- ``drop_connections``: the connection pool of a client passed in (``Minio._http``).
+- ``drop_connections``: the connection pool of a client passed in (``Minio._http``);
+  ``speaks_https``: whether a client speaks TLS (``Minio._base_url``).
 - ``response_status``: the HTTP status of an ``InvalidResponseError`` (``_code``).
 
 The SDK's version is checked on import: outside the versions these were
@@ -23,6 +24,7 @@ import hashlib
 import inspect
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime
 
 import minio
 from minio import Minio
@@ -42,7 +44,7 @@ def _check_sdk() -> None:
         low <= found <= high
         and {"method", "bucket_name", "object_name", "body", "headers", "query_params"} <= set(execute)
         and list(build)[:5] == ["self", "host", "headers", "body", "creds"]
-        and hasattr(Minio(("localhost:9000"), secure=False), "_http")
+        and all(hasattr(Minio("localhost:9000", secure=False), name) for name in ("_http", "_base_url"))
     ):
         raise ImportError(
             f"the MinIO adapter makes requests minio {minio.__version__} may not make the same way "
@@ -81,10 +83,9 @@ def put(client: Minio, bucket: str, key: str, body: bytes, headers: dict[str, st
     return response.headers.get("ETag", "")
 
 
-def create_upload(client: Minio, bucket: str, key: str) -> str:
-    response = client._execute(
-        "POST", bucket, key, headers={"Content-Type": "application/octet-stream"}, query_params={"uploads": ""}
-    )
+def create_upload(client: Minio, bucket: str, key: str, headers: dict[str, str]) -> str:
+    headers = {"Content-Type": "application/octet-stream", **headers}
+    response = client._execute("POST", bucket, key, headers=headers, query_params={"uploads": ""})
     return ET.fromstring(response.data).findtext("{*}UploadId") or ""
 
 
@@ -104,15 +105,19 @@ def abort_upload(client: Minio, bucket: str, key: str, upload_id: str) -> None:
     client._execute("DELETE", bucket, key, query_params={"uploadId": upload_id})
 
 
-def list_uploads(client: Minio, bucket: str, prefix: str) -> list[tuple[str, str]]:
-    """(key, upload id) of every upload under way whose key starts with ``prefix``."""
-    found: list[tuple[str, str]] = []
+def list_uploads(client: Minio, bucket: str, prefix: str) -> list[tuple[str, str, datetime | None]]:
+    """(key, upload id, when it started) of every upload under way whose key starts with ``prefix``."""
+    found: list[tuple[str, str, datetime | None]] = []
     markers: dict[str, str] = {}
     while True:
         query = {"uploads": "", "prefix": prefix, "max-uploads": "1000", **markers}
         page = ET.fromstring(client._execute("GET", bucket, query_params=query).data)
         found += [
-            (upload.findtext("{*}Key") or "", upload.findtext("{*}UploadId") or "")
+            (
+                upload.findtext("{*}Key") or "",
+                upload.findtext("{*}UploadId") or "",
+                _time(upload.findtext("{*}Initiated")),
+            )
             for upload in page.findall("{*}Upload")
         ]
         next_key = page.findtext("{*}NextKeyMarker")
@@ -121,12 +126,25 @@ def list_uploads(client: Minio, bucket: str, prefix: str) -> list[tuple[str, str
         markers = {"key-marker": next_key, "upload-id-marker": page.findtext("{*}NextUploadIdMarker") or ""}
 
 
+def has_parts(client: Minio, bucket: str, key: str, upload_id: str) -> bool:
+    response = client._execute("GET", bucket, key, query_params={"uploadId": upload_id, "max-parts": "1"})
+    return ET.fromstring(response.data).find("{*}Part") is not None
+
+
+def speaks_https(client: Minio) -> bool:
+    return client._base_url.is_https
+
+
 def drop_connections(client: Minio) -> None:
     client._http.clear()
 
 
 def response_status(exc: InvalidResponseError) -> int | None:
     return getattr(exc, "_code", None)
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def _md5_base64(body: bytes) -> str:

@@ -27,9 +27,9 @@ from adapters import client as seam
 from adapters import minio_internals as internals
 from adapters.minio_internals import CHECKSUM_SHA256
 from adapters.objectstore import ObjectStoreModelStorage, split_url_options
-from adapters.options import MIN_PART_SIZE, FednSettings, ObjectStoreOptions, check_key_pair
+from adapters.options import MIN_PART_SIZE, FednSettings, ObjectStoreOptions, check_bucket_name, check_key_pair
 from storage.errors import ConfigurationError, StorageError
-from storage.options import StorageURL, parse_bool
+from storage.options import StorageURL, hint, parse_bool
 from storage.retry import TransientError
 
 logger = logging.getLogger("modelstorage")
@@ -47,10 +47,20 @@ def _translate(exc: Exception, bucket: str) -> StorageError | None:
         return TransientError(f"connection to MinIO failed: {type(exc).__name__}")
     if isinstance(exc, MinioException):
         return StorageError(f"MinIO request failed: {exc}")
+    if isinstance(exc, ValueError):  # the SDK's own checks of names and arguments
+        return ConfigurationError(f"the MinIO SDK refused the request: {exc}")
     return None
 
 
 _translated = seam.translating(_translate)
+
+
+def _token_header(token: str | None) -> dict[str, str]:
+    return {f"x-amz-meta-{seam.WRITE_TOKEN}": token} if token else {}
+
+
+def _token_of(headers) -> str | None:
+    return headers.get(f"x-amz-meta-{seam.WRITE_TOKEN}") if headers is not None else None
 
 
 def _quoted(etag: str) -> str:
@@ -58,8 +68,11 @@ def _quoted(etag: str) -> str:
 
 
 class _MinioClient:
-    def __init__(self, minio: Minio, bucket: str, region: str | None, pool: urllib3.PoolManager | None) -> None:
+    def __init__(
+        self, minio: Minio, bucket: str, region: str | None, pool: urllib3.PoolManager | None, endpoint: str = ""
+    ) -> None:
         self._minio = minio
+        self._endpoint = endpoint
         self.bucket = bucket
         self._region = region
         self._pool = pool
@@ -79,7 +92,7 @@ class _MinioClient:
     @_translated
     def head(self, key: str) -> seam.ObjectInfo:
         stat = self._minio.stat_object(self.bucket, key)
-        return seam.ObjectInfo(stat.size, _quoted(stat.etag), stat.last_modified)
+        return seam.ObjectInfo(stat.size, _quoted(stat.etag), stat.last_modified, _token_of(stat.metadata))
 
     @_translated
     def get(self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None):
@@ -89,17 +102,15 @@ class _MinioClient:
         response = self._minio.get_object(self.bucket, key, offset=offset, length=length, request_headers=headers)
         content_range = response.headers.get("Content-Range")
         size = int(content_range.rsplit("/", 1)[1]) if content_range else int(response.headers["Content-Length"])
-        info = seam.ObjectInfo(
-            size, _quoted(response.headers.get("ETag", "")), parsedate_to_datetime(response.headers["Last-Modified"])
-        )
-        return seam.ObjectResponse(
-            info, seam.ResponseBody(response, self.bucket, _translate, partial(_release, response))
-        )
+        headers = response.headers
+        modified = parsedate_to_datetime(headers["Last-Modified"])
+        info = seam.ObjectInfo(size, _quoted(headers.get("ETag", "")), modified, _token_of(headers))
+        return seam.ObjectResponse(info, seam.ResponseBody(response, self, _translate, partial(_release, response)))
 
     @_translated
-    def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None) -> str:
+    def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None, token=None) -> str:
         # The SDK need not hash the body again: see minio_internals.KnownDigestMinio.
-        checksum = {CHECKSUM_SHA256: seam.checksum_sha256(sha256)}
+        checksum = {CHECKSUM_SHA256: seam.checksum_sha256(sha256), **_token_header(token)}
         if mode is seam.OVERWRITE:
             result = self._minio.put_object(
                 self.bucket,
@@ -117,15 +128,12 @@ class _MinioClient:
         return _quoted(internals.put(self._minio, self.bucket, key, body, headers))
 
     @_translated
-    def start_upload(self, key: str) -> _MinioUpload:
-        return _MinioUpload(self, key, internals.create_upload(self._minio, self.bucket, key))
+    def start_upload(self, key: str, token: str | None = None) -> _MinioUpload:
+        return _MinioUpload(self, key, internals.create_upload(self._minio, self.bucket, key, _token_header(token)))
 
     @_translated
     def uploads(self, prefix: str) -> list[_MinioUpload]:
-        return [
-            _MinioUpload(self, k, upload_id)
-            for k, upload_id in internals.list_uploads(self._minio, self.bucket, prefix)
-        ]
+        return [_MinioUpload(self, *found) for found in internals.list_uploads(self._minio, self.bucket, prefix)]
 
     @_translated
     def get_tags(self, key: str) -> dict[str, str]:
@@ -153,6 +161,30 @@ class _MinioClient:
         keys = [item.object_name for item in islice(listing, 1000)]
         return keys, len(keys) == 1000
 
+    @_translated
+    def abort_rules(self) -> list[tuple[str, int]]:
+        config = self._minio.get_bucket_lifecycle(self.bucket)
+        found = []
+        for rule in config.rules if config else []:
+            abort = rule.abort_incomplete_multipart_upload
+            if getattr(rule, "status", "Enabled") == "Enabled" and abort and abort.days_after_initiation is not None:
+                scope = rule.rule_filter
+                prefix = (scope.prefix or (scope.and_operator.prefix if scope.and_operator else "")) if scope else ""
+                found.append((prefix or "", abort.days_after_initiation))
+        return found
+
+    def use_plain_http(self) -> str:
+        return hint("secure", False)
+
+    def use_tls(self) -> str:
+        return hint("secure", True)
+
+    def plain_http_address(self) -> tuple[str, int] | None:
+        if internals.speaks_https(self._minio):
+            return None
+        host, _, port = self._endpoint.rpartition(":")
+        return (host.strip("[]") or self._endpoint, int(port) if port.isdigit() else 80)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.clear()
@@ -166,6 +198,10 @@ class _MinioUpload(seam.UploadHandle):
     @_translated
     def put_part(self, number: int, body: bytes) -> str:
         return internals.upload_part(self.client._minio, self.bucket, self.key, self.upload_id, number, body)
+
+    @_translated
+    def has_parts(self) -> bool:
+        return internals.has_parts(self.client._minio, self.bucket, self.key, self.upload_id)
 
     @_translated
     def complete(self, parts: Sequence[tuple[int, str]], mode: seam.PutMode) -> str:
@@ -233,7 +269,7 @@ def make_minio_client(
         )
     except ValueError as exc:
         raise ConfigurationError(f"invalid MinIO endpoint {endpoint!r}: {exc}") from None
-    return _MinioClient(minio, bucket, region, pool)
+    return _MinioClient(minio, bucket, region, pool, endpoint)
 
 
 class MinioModelStorage(ObjectStoreModelStorage):
@@ -262,11 +298,17 @@ class MinioModelStorage(ObjectStoreModelStorage):
         **settings: object,
     ) -> None:
         check_key_pair(access_key, secret_key)
+        check_bucket_name(bucket)
+        if "://" in endpoint or endpoint.endswith(":") or "/" in endpoint:
+            raise ConfigurationError(
+                f"the MinIO endpoint {endpoint!r} is host:port, without a scheme or path: e.g. localhost:9000, "
+                f"with {hint('secure', False)} for plain HTTP"
+            )
         self.endpoint = endpoint
 
         def make_client(options: ObjectStoreOptions) -> _MinioClient:
             if client is not None:
-                return _MinioClient(client, bucket, region, None)
+                return _MinioClient(client, bucket, region, None, endpoint)
             return make_minio_client(
                 endpoint,
                 bucket,
@@ -280,9 +322,14 @@ class MinioModelStorage(ObjectStoreModelStorage):
         super().__init__(make_client, prefix, options=options, passed_in=client is not None, **settings)
 
     @classmethod
-    def from_url(cls, url: StorageURL) -> MinioModelStorage:
+    def from_url(cls, url: StorageURL, *, create: bool = True) -> MinioModelStorage:
         """``minio://host:port/bucket/prefix?secure=false&metadata=tags``."""
         connection, settings = split_url_options(url, {"secure", "region"})
+        if url.netloc.endswith(":") or url.path.startswith("//"):  # minio://http://host:9000/...
+            raise ConfigurationError(
+                "minio:// URLs name host:port without a scheme: minio://host:9000/bucket/prefix, "
+                "with the URL option secure=false for plain HTTP"
+            )
         bucket, _, prefix = url.path.lstrip("/").partition("/")
         if not url.netloc or not bucket:
             raise ConfigurationError("MinIO URLs name a host and a bucket: minio://host:port/bucket/prefix")

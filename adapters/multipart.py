@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, wait
+from datetime import timedelta
 
 from adapters.client import CREATE, OVERWRITE, ObjectNotFound, PreconditionFailed, Upload
 from adapters.transfer import Transfers
-from storage.errors import ModelExistsError
+from storage.errors import ModelExistsError, StorageError
 from storage.model import Metadata
 from storage.process import submit_or_run
 
 TagsFor = Callable[[Metadata, str], "dict[str, str] | None"]
 """The tags a model's own PUT carries (tags mode), from its metadata and SHA-256."""
+logger = logging.getLogger("modelstorage")
+
 Record = Callable[[Metadata, str, str, bool], None]
 """Stores the metadata record once the bytes are committed: (metadata, sha256, etag, tagged)."""
 
@@ -44,6 +50,9 @@ class MultipartSink:
         self._buffer = io.BytesIO()
         self._upload: Upload | None = None
         self._parts: list[Future[str]] = []
+        self._token = uuid.uuid4().hex
+        """Goes with the object, so a retry recognises the object its own lost attempt made."""
+        self._unheard = UnheardUploads()
 
     def write(self, data: memoryview) -> None:
         offset, size = 0, len(data)
@@ -58,30 +67,63 @@ class MultipartSink:
 
     def commit(self, metadata: Metadata, sha256: str, size: int) -> None:
         transfers = self._transfers
-        try:
-            if self._upload is None:
-                tags = self._tags_for(metadata, sha256)
-                client = transfers.client
-                etag = transfers.call(
-                    f"put model {self._model_id!r}",
-                    client.put,
-                    self._key,
-                    self._take_buffer(),
-                    sha256=sha256,
-                    mode=self._mode,
-                    tags=tags,
-                )
-            else:
-                if self._buffer.tell():
-                    self._send_part()
-                etags = [(number, part.result()) for number, part in enumerate(self._parts, 1)]
-                etag = transfers.call(
-                    f"complete upload of {self._model_id!r}", self._upload.complete, etags, self._mode
-                )
-                self._upload = None
-        except PreconditionFailed:
-            raise ModelExistsError(f"model {self._model_id!r} already exists") from None
+        if self._upload is None:
+            body, tags = self._take_buffer(), self._tags_for(metadata, sha256)
+            etag = transfers.call(f"put model {self._model_id!r}", self._put_whole, body, sha256, tags)
+        else:
+            if self._buffer.tell():
+                self._send_part()
+            etags = [(number, part.result()) for number, part in enumerate(self._parts, 1)]
+            if self._mode is CREATE:
+                # Some servers (Ceph RGW) ignore If-None-Match on CompleteMultipartUpload.
+                transfers.call(f"check model {self._model_id!r}", self._refuse_if_taken)
+            etag = transfers.call(f"complete upload of {self._model_id!r}", self._complete, etags)
+            self._upload = None
+            self._unheard.abort_if_idle()
         self._record(metadata, sha256, etag, not self._parts)
+
+    def _put_whole(self, body: bytes, sha256: str, tags: dict[str, str] | None) -> str:
+        client = self._transfers.client
+        try:
+            return client.put(self._key, body, sha256=sha256, mode=self._mode, tags=tags, token=self._token)
+        except PreconditionFailed:
+            return self._ours_or(self._exists())
+
+    def _complete(self, etags: list[tuple[int, str]]) -> str:
+        assert self._upload is not None
+        try:
+            etag = self._upload.complete(etags, self._mode)
+        except PreconditionFailed:
+            return self._ours_or(self._exists())
+        except ObjectNotFound:  # NoSuchUpload: completed by an attempt whose answer was lost, or aborted
+            gone = StorageError(
+                f"the upload of model {self._model_id!r} was aborted before it completed "
+                "(by delete_all, or a lifecycle rule); write it again"
+            )
+            return self._ours_or(gone)
+        # Ceph RGW answers an empty ETag; HeadObject has the right one.
+        return etag if etag.strip('"') else self._transfers.client.head(self._key).etag
+
+    def _ours_or(self, error: StorageError) -> str:
+        """The ETag of the object at the key if this write made it (an attempt whose answer was lost), else raise."""
+        try:
+            info = self._transfers.client.head(self._key)
+        except (ObjectNotFound, PreconditionFailed):
+            raise error from None
+        if info.write_token == self._token:
+            return info.etag
+        raise error
+
+    def _refuse_if_taken(self) -> None:
+        try:
+            info = self._transfers.client.head(self._key)
+        except ObjectNotFound:
+            return
+        if info.write_token != self._token:
+            raise self._exists()
+
+    def _exists(self) -> ModelExistsError:
+        return ModelExistsError(f"model {self._model_id!r} already exists")
 
     def abort(self) -> None:
         self._buffer = io.BytesIO()
@@ -91,6 +133,7 @@ class MultipartSink:
         if self._upload is not None:
             upload, self._upload = self._upload, None
             self._transfers.abort(upload, f"model {self._model_id!r}")
+        self._unheard.abort_if_idle()
 
     def _take_buffer(self) -> bytes:
         body, self._buffer = self._buffer.getvalue(), io.BytesIO()
@@ -106,13 +149,19 @@ class MultipartSink:
         client = transfers.client
         if self._mode is CREATE:
             # Complete would refuse it anyway (If-None-Match); fail before sending the parts.
-            try:
-                transfers.call(f"head model {self._model_id!r}", client.head, self._key)
-            except ObjectNotFound:
-                pass
-            else:
-                raise ModelExistsError(f"model {self._model_id!r} already exists")
-        return transfers.call(f"start upload of {self._model_id!r}", client.start_upload, self._key)
+            transfers.call(f"check model {self._model_id!r}", self._refuse_if_taken)
+        attempts: list[float] = []
+
+        def start() -> Upload:
+            attempts.append(time.monotonic())
+            return client.start_upload(self._key, token=self._token)
+
+        upload = transfers.call(f"start upload of {self._model_id!r}", start)
+        if len(attempts) > 1:
+            # An attempt failed: if the server had started an upload before its answer was lost,
+            # nobody knows that upload's id but the listing.
+            self._unheard = UnheardUploads.look(transfers, upload, attempts[-1] - attempts[0])
+        return upload
 
     def _send_part(self) -> None:
         self._raise_failed_part()
@@ -138,3 +187,51 @@ class MultipartSink:
 
     def _upload_part(self, upload: Upload, number: int, body: bytes) -> str:
         return self._transfers.call(f"upload part {number} of {self._model_id!r}", upload.put_part, number, body)
+
+
+class UnheardUploads:
+    """Uploads that a CreateMultipartUpload whose answer was lost may have started, to abort once idle.
+
+    S3 lists an upload's key, id and start time, nothing that names its writer.
+    So after a start that took more than one attempt, the uploads of the same
+    key that the server started in the time those attempts took, just before
+    the one that answered, are candidates; one is aborted at the end of the
+    write only if it still has no part then: an upload whose id was lost never
+    gets one, while another writer's gets its first part as soon as it starts.
+    """
+
+    def __init__(self, transfers: Transfers | None = None, candidates: list[Upload] | None = None) -> None:
+        self._transfers = transfers
+        self._candidates = candidates or []
+
+    @classmethod
+    def look(cls, transfers: Transfers, ours: Upload, seconds: float) -> UnheardUploads:
+        try:
+            listed = transfers.call(f"list uploads of {ours.key!r}", transfers.client.uploads, ours.key)
+        except StorageError as exc:
+            logger.warning("could not look for an upload a lost answer left behind: %s", exc)
+            return cls()
+        mine = next((u for u in listed if u.upload_id == ours.upload_id), None)
+        started = getattr(mine, "initiated", None)
+        if started is None:
+            logger.warning("the store does not say when uploads started; an upload a lost answer left may stay")
+            return cls()
+        earliest = started - timedelta(seconds=seconds + 1)  # start times may be whole seconds
+        candidates = [
+            u
+            for u in listed
+            if u.key == ours.key and u.upload_id != ours.upload_id and earliest <= (u.initiated or started) <= started
+        ]
+        return cls(transfers, candidates)
+
+    def abort_if_idle(self) -> None:
+        transfers, candidates, self._candidates = self._transfers, self._candidates, []
+        for upload in candidates:
+            assert transfers is not None
+            try:
+                if not transfers.call(f"list parts of {upload.key!r}", upload.has_parts):
+                    transfers.abort(upload, f"{upload.key!r} (started by an attempt whose answer was lost)")
+            except ObjectNotFound:
+                continue  # gone already
+            except StorageError as exc:
+                logger.warning("could not check an upload a lost answer may have left: %s", exc)

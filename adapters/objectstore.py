@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,11 +22,11 @@ from adapters.client import CREATE, ObjectClient, ObjectInfo, ObjectNotFound, Pr
 from adapters.multipart import MultipartSink
 from adapters.options import ObjectStoreOptions
 from adapters.transfer import Transfers
-from storage.errors import ConfigurationError, ModelNotFoundError
+from storage.errors import ConfigurationError, MetadataError, ModelNotFoundError, StorageError, StoragePermissionError
 from storage.ids import is_model_id
 from storage.model import Metadata, ModelStat
 from storage.modelstorage import ModelStorage
-from storage.options import StorageURL
+from storage.options import StorageURL, hint
 from storage.process import ProcessLocal
 
 logger = logging.getLogger("modelstorage")
@@ -96,8 +97,10 @@ class ObjectStoreModelStorage(ModelStorage):
         )
         self.keys = KeyLayout.normalized(prefix)
         self.retry = self.options.retry
-        self.transfers = Transfers(self._client.get, self.retry, self.options)
+        self.transfers = Transfers(self._client.get, self.retry, self.options, self._explain_denied)
         self._bucket_confirmed = False
+        self._unquoted_if_match = False
+        """Ceph RGW refuses If-Match with the quoted ETag it returns; set once a server did."""
         self._client.get()  # a client that cannot be made (no credentials, a bad endpoint) fails here
         if self.options.create_bucket:
             if not self.call("check bucket", self.client.bucket_exists):
@@ -124,8 +127,8 @@ class ObjectStoreModelStorage(ModelStorage):
         )
 
     def call(self, operation: str, fn, *args, **kwargs):
-        """One step under the retry policy."""
-        return self.retry.call(operation, fn, *args, **kwargs)
+        """One step under the retry policy (see ``Transfers.call``)."""
+        return self.transfers.call(operation, fn, *args, **kwargs)
 
     def close(self) -> None:
         super().close()
@@ -133,6 +136,17 @@ class ObjectStoreModelStorage(ModelStorage):
         client = self._client.made()
         if client is not None:
             client.close()
+
+    def upload_backstop(self) -> int | None:
+        """Days after which the bucket's lifecycle aborts an incomplete upload of this store; None without a rule.
+
+        Every failed write aborts its upload, and ``delete_all`` those under the
+        prefix; a process killed mid-write cannot, and only such a rule
+        (AbortIncompleteMultipartUpload) removes what it leaves.
+        """
+        rules = self.call("read the bucket's lifecycle rules", self.client.abort_rules)
+        covering = [days for prefix, days in rules if self.keys.models.startswith(prefix)]
+        return min(covering) if covering else None
 
     def pending_uploads(self) -> list[tuple[str, str]]:
         """Multipart uploads under this store's prefix that were never finished: (key, upload id)."""
@@ -146,9 +160,15 @@ class ObjectStoreModelStorage(ModelStorage):
         """A 404 on HEAD cannot tell a missing key from a missing bucket: ask once."""
         if self._bucket_confirmed:
             return
-        if not self.call("check bucket", self.client.bucket_exists):
+        if not self.retry.call("check bucket", self.client.bucket_exists):
             raise classify(404, "NoSuchBucket", "", bucket=self.bucket)
         self._bucket_confirmed = True
+
+    def _explain_denied(self) -> None:
+        """Some servers deny a write into a missing bucket (SeaweedFS): say the bucket is missing, if it is."""
+        if not self._bucket_confirmed:
+            with contextlib.suppress(StoragePermissionError):  # denied that too: the denial stands
+                self._confirm_bucket()
 
     def _head(self, model_id: str) -> ObjectInfo | None:
         try:
@@ -158,18 +178,46 @@ class ObjectStoreModelStorage(ModelStorage):
             return None
 
     def _record(self, model_id: str) -> tuple[Metadata, str | None] | None:
-        """(metadata, sha256) as stored, or None if there is no record."""
+        """(metadata, sha256) as stored, or None if there is no record.
+
+        MetadataError if the record is where the other metadata mode keeps it:
+        opened in the wrong mode, a store would show no metadata, verify nothing,
+        and on the next update keep two records of one model.
+        """
         if self.metadata_mode == codec.SIDECAR:
-            sidecar = self._sidecar(model_id)
-            return None if sidecar is None else sidecar[0]
-        try:
-            tags = self.call(f"get tags of {model_id!r}", self.client.get_tags, self.keys.model_key(model_id))
-        except ObjectNotFound:
+            found = self._sidecar(model_id)
+            if found is None:
+                self._refuse_record_in(codec.TAGS, model_id)
+                return None
+            return found[0].metadata, found[0].sha256
+        tags = self._tags(model_id)
+        if tags is None:
             return None
+        if codec.SHA256_TAG not in tags:
+            self._refuse_record_in(codec.SIDECAR, model_id)
         return codec.decode_tags(tags)
 
-    def _sidecar(self, model_id: str) -> tuple[tuple[Metadata, str | None], str] | None:
-        """The sidecar's (metadata, sha256) and its ETag, or None if there is none."""
+    def _tags(self, model_id: str) -> dict[str, str] | None:
+        try:
+            return self.call(f"get tags of {model_id!r}", self.client.get_tags, self.keys.model_key(model_id))
+        except ObjectNotFound:
+            return None
+
+    def _refuse_record_in(self, mode: str, model_id: str) -> None:
+        """MetadataError if ``model_id`` has its record where the ``mode`` store keeps them."""
+        if mode == codec.TAGS:
+            there = codec.SHA256_TAG in (self._tags(model_id) or {})
+        else:
+            there = self._sidecar(model_id) is not None
+        if there:
+            raise MetadataError(
+                f"model {model_id!r} keeps its metadata in {'the object tags' if mode == codec.TAGS else 'a sidecar'}, "
+                f"and this store in {'a sidecar' if mode == codec.TAGS else 'the object tags'}: open it with "
+                f"{hint('metadata', mode)}"
+            )
+
+    def _sidecar(self, model_id: str) -> tuple[codec.Sidecar, str] | None:
+        """The sidecar and its ETag, or None if there is none."""
         try:
             body, etag = self.call(f"get metadata of {model_id!r}", self._read_small, self.keys.metadata_key(model_id))
         except ObjectNotFound:
@@ -286,22 +334,55 @@ class ObjectStoreModelStorage(ModelStorage):
         removed it meanwhile, that write stands, as if this call had come just
         before it: never the new bytes beside the old SHA-256.
         """
-        sidecar = self._sidecar(model_id)
+        found = self._sidecar(model_id)
         if self._head(model_id) is None:  # the model object decides, as in _read_metadata
             raise self._not_found(model_id)
-        sha256 = sidecar[0][1] if sidecar else None
-        mode = PutMode.update(sidecar[1]) if sidecar else CREATE
-        with contextlib.suppress(PreconditionFailed, ObjectNotFound):
-            self._put_sidecar(model_id, value, sha256, mode)
+        if found is None:
+            self._refuse_record_in(codec.TAGS, model_id)  # never a second record beside the tags
+        sidecar = codec.Sidecar(value, found[0].sha256 if found else None, uuid.uuid4().hex)
+        mode = PutMode.update(self._if_match_form(found[1])) if found else CREATE
+        self.call(f"put metadata of {model_id!r}", self._put_sidecar_unless_replaced, model_id, sidecar, mode)
 
-    def _put_sidecar(
-        self, model_id: str, metadata: Metadata, model_sha256: str | None, mode: PutMode | None = None
-    ) -> None:
-        body = codec.encode_sidecar(metadata, model_sha256)
+    def _put_sidecar_unless_replaced(self, model_id: str, sidecar: codec.Sidecar, mode: PutMode) -> None:
+        """One attempt of ``_replace_sidecar``'s conditional PUT, and what a refusal means.
+
+        A refusal is another write that stood (done), or an earlier attempt of
+        this one that landed while its answer was lost (done), or a server that
+        refused the ETag it gave in the form it was sent: once more in the
+        other form, remembered for this store. Anything else raises.
+        """
+        key, body = self.keys.metadata_key(model_id), codec.encode_sidecar(sidecar)
+        try:
+            self.client.put(key, body, sha256=hashlib.sha256(body).hexdigest(), mode=mode)
+            return
+        except (PreconditionFailed, ObjectNotFound):
+            pass
+        try:
+            now, etag = self._read_small(key)
+        except ObjectNotFound:
+            return  # removed meanwhile (a delete, or a model replaced and rewritten): that stands
+        if codec.decode_sidecar(now).write == sidecar.write:
+            return  # this write, by an attempt whose answer was lost
+        if mode.kind == "create" or _unquoted(etag) != _unquoted(mode.etag or ""):
+            return  # another write replaced it meanwhile: it stands
+        other = _unquoted(etag) if mode.etag == etag else etag  # the server wants the ETag in the other form
+        try:
+            self.client.put(key, body, sha256=hashlib.sha256(body).hexdigest(), mode=PutMode.update(other))
+        except PreconditionFailed:
+            if codec.decode_sidecar(self._read_small(key)[0]).write != sidecar.write:
+                raise StorageError(
+                    f"the store refused to replace the metadata of model {model_id!r} although it had not changed; "
+                    "it may not support conditional writes (If-Match)"
+                ) from None
+        self._unquoted_if_match = other == _unquoted(etag)
+
+    def _if_match_form(self, etag: str) -> str:
+        return _unquoted(etag) if self._unquoted_if_match else etag
+
+    def _put_sidecar(self, model_id: str, metadata: Metadata, model_sha256: str | None) -> None:
+        body = codec.encode_sidecar(codec.Sidecar(metadata, model_sha256, uuid.uuid4().hex))
         key = self.keys.metadata_key(model_id)
-        sha256 = hashlib.sha256(body).hexdigest()
-        extra = {} if mode is None else {"mode": mode}
-        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=sha256, **extra)
+        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=hashlib.sha256(body).hexdigest())
 
     def _delete(self, model_id: str) -> bool:
         existed = self._head(model_id) is not None
@@ -316,12 +397,21 @@ class ObjectStoreModelStorage(ModelStorage):
                     yield model_id
 
     def _delete_all(self) -> None:
+        """Every model and sidecar of the namespace, and the uploads under way to its model keys."""
         for prefix, ours in (
             (self.keys.metadata, self.keys.is_metadata_key),
             (self.keys.models, lambda key: self.keys.id_of_model_key(key) is not None),
         ):
             for page in self._keys_under(prefix):
                 self._delete_keys([key for key in page if ours(key)])
+        for upload in self.call(f"list uploads under {self.keys.models!r}", self.client.uploads, self.keys.models):
+            if self.keys.id_of_model_key(upload.key) is not None:
+                with contextlib.suppress(ObjectNotFound):  # finished or aborted meanwhile
+                    self.call(f"abort upload of {upload.key!r}", upload.abort)
+
+
+def _unquoted(etag: str) -> str:
+    return etag.strip('"')
 
 
 def split_url_options(url: StorageURL, connection: set[str]) -> tuple[dict[str, str], ObjectStoreOptions]:

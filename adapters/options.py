@@ -24,6 +24,7 @@ pool_size              transport: pooled connections (2 x max_concurrency, >= 10
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -128,6 +129,19 @@ class ObjectStoreOptions:
             raise ConfigurationError(str(exc)) from None
         transport = dataclasses.replace(changes["options"].pop("transport", options.transport), **changes["transport"])
         return dataclasses.replace(options, retry=retry, transport=transport, **changes["options"])
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", re.IGNORECASE)
+
+
+def check_bucket_name(bucket: object) -> str:
+    """``bucket`` if S3 can name a bucket so, else ConfigurationError (before any request)."""
+    if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ConfigurationError(
+            f"{bucket!r} is not a bucket name: use 3-63 characters of a-z 0-9 . - that start and end with "
+            "a letter or digit, e.g. fedn-models"
+        )
+    return bucket
 
 
 def check_key_pair(access_key: str | None, secret_key: str | None) -> None:

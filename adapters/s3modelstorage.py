@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import boto3
 import botocore.exceptions as bce
@@ -20,9 +20,9 @@ from botocore.config import Config
 from adapters import botocore_tweaks
 from adapters import client as seam
 from adapters.objectstore import ObjectStoreModelStorage, split_url_options
-from adapters.options import FednSettings, ObjectStoreOptions, check_key_pair
+from adapters.options import FednSettings, ObjectStoreOptions, check_bucket_name, check_key_pair
 from storage.errors import ConfigurationError, StorageError, StoragePermissionError
-from storage.options import StorageURL
+from storage.options import StorageURL, hint
 from storage.retry import TransientError
 
 logger = logging.getLogger("modelstorage")
@@ -87,7 +87,7 @@ class _Boto3Client:
     @_translated
     def head(self, key: str) -> seam.ObjectInfo:
         r = self._s3.head_object(Bucket=self.bucket, Key=key)
-        return seam.ObjectInfo(r["ContentLength"], r["ETag"], r["LastModified"])
+        return _info(r, r["ContentLength"])
 
     @_translated
     def get(self, key: str, start: int | None = None, end: int | None = None, if_match: str | None = None):
@@ -98,27 +98,31 @@ class _Boto3Client:
             extra["IfMatch"] = if_match
         r = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
         size = int(r["ContentRange"].rsplit("/", 1)[1]) if r.get("ContentRange") else r["ContentLength"]
-        body = seam.ResponseBody(r["Body"], self.bucket, _translate, r["Body"].close)
-        return seam.ObjectResponse(seam.ObjectInfo(size, r["ETag"], r["LastModified"]), body)
+        body = seam.ResponseBody(r["Body"], self, _translate, r["Body"].close)
+        return seam.ObjectResponse(_info(r, size), body)
 
     @_translated
-    def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None) -> str:
+    def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None, token=None) -> str:
         # The server refuses a body that does not match (BadDigest), so the body
         # needs no signature of its own (botocore_tweaks.sign_only_unprotected_bodies).
-        extra = {"ChecksumSHA256": seam.checksum_sha256(sha256), **_conditions(mode)}
+        extra = {"ChecksumSHA256": seam.checksum_sha256(sha256), **_conditions(mode), **_token(token)}
         if tags:
             extra["Tagging"] = urlencode(tags)
         return self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)["ETag"]
 
     @_translated
-    def start_upload(self, key: str) -> _Boto3Upload:
-        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+    def start_upload(self, key: str, token: str | None = None) -> _Boto3Upload:
+        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **_token(token))["UploadId"]
         return _Boto3Upload(self, key, upload_id)
 
     @_translated
     def uploads(self, prefix: str) -> list[_Boto3Upload]:
         pages = self._s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [_Boto3Upload(self, u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+        return [
+            _Boto3Upload(self, u["Key"], u["UploadId"], u.get("Initiated"))
+            for page in pages
+            for u in page.get("Uploads", [])
+        ]
 
     @_translated
     def get_tags(self, key: str) -> dict[str, str]:
@@ -147,6 +151,32 @@ class _Boto3Client:
         r = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1000, **extra)
         return [item["Key"] for item in r.get("Contents", [])], bool(r.get("IsTruncated"))
 
+    @_translated
+    def abort_rules(self) -> list[tuple[str, int]]:
+        try:
+            rules = self._s3.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+        except bce.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        found = []
+        for rule in rules:
+            days = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+            if rule.get("Status") == "Enabled" and days is not None:
+                scope = rule.get("Filter", {})
+                found.append((scope.get("Prefix", scope.get("And", {}).get("Prefix", rule.get("Prefix", ""))), days))
+        return found
+
+    def use_plain_http(self) -> str:
+        return hint("endpoint_url", self._s3.meta.endpoint_url.replace("https://", "http://", 1))
+
+    def use_tls(self) -> str:
+        return hint("endpoint_url", self._s3.meta.endpoint_url.replace("http://", "https://", 1))
+
+    def plain_http_address(self) -> tuple[str, int] | None:
+        parts = urlsplit(self._s3.meta.endpoint_url)
+        return (parts.hostname or "", parts.port or 80) if parts.scheme == "http" else None
+
     def close(self) -> None:
         self._s3.close()
 
@@ -162,6 +192,10 @@ class _Boto3Upload(seam.UploadHandle):
         return self.client._s3.upload_part(**self._ids(), PartNumber=number, Body=body)["ETag"]
 
     @_translated
+    def has_parts(self) -> bool:
+        return bool(self.client._s3.list_parts(**self._ids(), MaxParts=1).get("Parts"))
+
+    @_translated
     def complete(self, parts: Sequence[tuple[int, str]], mode: seam.PutMode) -> str:
         listed = {"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]}
         r = self.client._s3.complete_multipart_upload(**self._ids(), MultipartUpload=listed, **_conditions(mode))
@@ -170,6 +204,15 @@ class _Boto3Upload(seam.UploadHandle):
     @_translated
     def abort(self) -> None:
         self.client._s3.abort_multipart_upload(**self._ids())
+
+
+def _info(response: dict, size: int) -> seam.ObjectInfo:
+    token = response.get("Metadata", {}).get(seam.WRITE_TOKEN)
+    return seam.ObjectInfo(size, response["ETag"], response["LastModified"], token)
+
+
+def _token(token: str | None) -> dict:
+    return {"Metadata": {seam.WRITE_TOKEN: token}} if token else {}
 
 
 def _conditions(mode: seam.PutMode) -> dict[str, str]:
@@ -241,6 +284,12 @@ class S3ModelStorage(ObjectStoreModelStorage):
         **settings: object,
     ) -> None:
         check_key_pair(access_key, secret_key)
+        check_bucket_name(bucket)
+        if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"endpoint_url {endpoint_url!r} has no scheme: use {hint('endpoint_url', 'http://' + endpoint_url)} "
+                "for plain HTTP, or https:// for TLS"
+            )
 
         def make_client(options: ObjectStoreOptions) -> _Boto3Client:
             if client is not None:
@@ -257,7 +306,7 @@ class S3ModelStorage(ObjectStoreModelStorage):
         super().__init__(make_client, prefix, options=options, passed_in=client is not None, **settings)
 
     @classmethod
-    def from_url(cls, url: StorageURL) -> S3ModelStorage:
+    def from_url(cls, url: StorageURL, *, create: bool = True) -> S3ModelStorage:
         """``s3://bucket/prefix?endpoint_url=...&region=...&metadata=tags``."""
         connection, settings = split_url_options(url, {"endpoint_url", "region"})
         if not url.netloc:

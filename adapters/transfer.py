@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 from adapters.client import ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, Upload
 from adapters.options import ObjectStoreOptions
-from storage.errors import StorageError, StorageUnavailableError
+from storage.errors import StorageError, StoragePermissionError, StorageUnavailableError
 from storage.process import ProcessLocal, submit_or_run
 from storage.retry import RetryPolicy, TransientError
 from storage.verify import ModelReplaced
@@ -41,10 +41,17 @@ class _Abandoned:
 class Transfers:
     """The SDK client, retry policy, thread pool and options that move one store's bytes."""
 
-    def __init__(self, client: Callable[[], ObjectClient], policy: RetryPolicy, options: ObjectStoreOptions) -> None:
+    def __init__(
+        self,
+        client: Callable[[], ObjectClient],
+        policy: RetryPolicy,
+        options: ObjectStoreOptions,
+        explain_denied: Callable[[], None] = lambda: None,
+    ) -> None:
         self._client = client
         self.policy = policy
         self.options = options
+        self._explain_denied = explain_denied
         self._executor = ProcessLocal(
             lambda: ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="modelstorage")
         )
@@ -59,7 +66,12 @@ class Transfers:
         return self._executor.get()
 
     def call(self, operation: str, fn, *args, **kwargs):
-        return self.policy.call(operation, fn, *args, **kwargs)
+        """One step under the retry policy; access denied may be told more truly (a missing bucket)."""
+        try:
+            return self.policy.call(operation, fn, *args, **kwargs)
+        except StoragePermissionError:
+            self._explain_denied()
+            raise
 
     # -- multipart uploads that could not be finished -------------------------
 

@@ -40,7 +40,7 @@ class MemoryModelStorage(ModelStorage):
         return f"MemoryModelStorage(models={len(self._models)})"
 
     @classmethod
-    def from_url(cls, url: StorageURL) -> MemoryModelStorage:
+    def from_url(cls, url: StorageURL, *, create: bool = True) -> MemoryModelStorage:
         """``memory://``: lives as long as the object."""
         reject_unknown("memory:// URLs", url.options, set())
         return cls()

@@ -25,6 +25,9 @@ class ModelStat:
     sha256: str | None
     """Hex digest recorded at write time; None for bytes written by other tools."""
     last_modified: datetime
+    changed: bool = False
+    """The bytes were changed outside the store since it recorded their SHA-256: a verified read tells
+    whether they still match it."""
 
 
 def normalize_metadata(value: Metadata) -> tuple[Metadata, str]:

@@ -83,6 +83,24 @@ def parse_seconds(name: str, value: object) -> float:
     return seconds
 
 
+_hint_style = "python"
+
+
+def use_url_hints() -> None:
+    """Word every hint as a URL option, as the command line sets it (the command calls this once)."""
+    global _hint_style
+    _hint_style = "url"
+
+
+def hint(name: str, value: object) -> str:
+    """How to set ``name`` to ``value`` where the user is: ``create_bucket=True`` in Python,
+    the URL option ``create_bucket=true`` on the command line."""
+    if _hint_style == "url":
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        return f"the URL option {name}={text}"
+    return f"{name}={value!r}"
+
+
 def reject_unknown(where: str, given: Mapping[str, object], known: set[str]) -> None:
     """ConfigurationError naming the settings ``where`` does not take, and those it does."""
     unknown = sorted(set(given) - known)

@@ -8,7 +8,8 @@ a backend with one line of its own::
     [project.entry-points."modelstorage.backends"]
     gcs = "mypackage.gcsmodelstorage:GCSModelStorage"
 
-A backend class has ``from_url(url: StorageURL)``; one that can be named in
+A backend class has ``from_url(url: StorageURL, *, create=True)`` (``create``
+False: open only what exists, make nothing); one that can be named in
 FEDn's settings also has ``fedn_storage_type`` (``"BOTO3"``, ``"MINIO"``) and
 ``from_fedn(config, *, prefix, **options)``. Nothing here names an adapter:
 a class is imported only when its scheme is used.
@@ -47,7 +48,7 @@ class Backend(Protocol):
     fedn_storage_type: ClassVar[str | None]
 
     @classmethod
-    def from_url(cls, url: StorageURL) -> ModelStorage: ...
+    def from_url(cls, url: StorageURL, *, create: bool = True) -> ModelStorage: ...
 
 
 _registered: dict[str, type] = {}
@@ -82,23 +83,25 @@ def backend_for_scheme(scheme: str) -> Any:
     return entry.load()
 
 
-def open_storage(url: str | None = None) -> ModelStorage:
+def open_storage(url: str | None = None, *, create: bool = True) -> ModelStorage:
     """A store for ``url``, else ``$MODELSTORAGE_URL``, else the temp-file default.
 
-    Credentials never come from URLs: a URL with a user or password part is
-    refused, so it cannot end up in logs or shell history.
+    ``create=False`` opens an existing store only: a file store then makes no
+    folder (ConfigurationError where there is none). Credentials never come
+    from URLs: a URL with a user or password part is refused, so it cannot
+    end up in logs or shell history.
     """
     if url is None:
         url = os.environ.get(URL_ENV) or ""
     if not url:
         from storage.tempmodelstorage import TempModelStorage
 
-        return TempModelStorage()
+        return TempModelStorage(create=create)
     if "://" not in url:
         hint = f"file://{os.path.abspath(url)} for a folder, or one of " if "/" in url else ""
         raise ConfigurationError(f"{url!r} is not a storage URL: use {hint}{known_schemes()}")
     parsed = StorageURL.parse(url)
-    return backend_for_scheme(parsed.scheme).from_url(parsed)
+    return backend_for_scheme(parsed.scheme).from_url(parsed, create=create)
 
 
 def _fedn_env_settings() -> dict | None:

@@ -3,8 +3,15 @@
 Layout of the folder (ids never start with a dot, so nothing else collides):
 
 - ``{dir}/{id}``              the model's bytes, exactly as FEDn writes them
-- ``{dir}/.{id}.meta.json``   its metadata and SHA-256, tied to that file version
+- ``{dir}/.{id}.meta.json``   its record: metadata, SHA-256, and the file version they were written for
 - ``{dir}/.{id}.*.part``      a write in progress; renamed into place at commit
+
+A model of this store is a file with its record: ``list`` and ``delete_all``
+see those and nothing else, so a folder shared with other files keeps them.
+A file another tool put there (FEDn's own class) is still read by its id. A
+model whose file changed outside the store keeps its record, shows as
+``changed`` in ``stat``, and fails a verified read unless its bytes still
+match the recorded SHA-256.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import errno
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -76,9 +84,13 @@ class TempModelStorage(ModelStorage):
     Writes go to a temporary file in the same folder and are renamed into
     place at commit, so readers see the old model or the new one, whole.
     ``fsync=True`` also makes each commit durable across a power loss.
+    ``create=False`` opens an existing folder only (ConfigurationError if there
+    is none), so reading never makes a folder where a path was mistyped.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *, fsync: bool = False) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, *, fsync: bool = False, create: bool = True
+    ) -> None:
         super().__init__()
         self.directory = Path(directory) if directory is not None else default_directory()
         self.fsync = fsync
@@ -86,6 +98,9 @@ class TempModelStorage(ModelStorage):
         self._root = os.fspath(self.directory)
         self._in_root = os.path.join(self._root, "")
         self._lock = ProcessLocal(threading.Lock)
+        if not create and not self.directory.is_dir():
+            what = "is not a folder" if self.directory.exists() else "does not exist"
+            raise ConfigurationError(f"{self.directory} {what}: name the folder of a model store")
         with _os_errors(f"create model folder {self.directory}"):
             try:
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -96,14 +111,14 @@ class TempModelStorage(ModelStorage):
         return f"TempModelStorage({str(self.directory)!r}, fsync={self.fsync})"
 
     @classmethod
-    def from_url(cls, url: StorageURL) -> TempModelStorage:
+    def from_url(cls, url: StorageURL, *, create: bool = True) -> TempModelStorage:
         """``file:///path/to/models?fsync=true``."""
         if url.netloc not in ("", "localhost"):
             raise ConfigurationError(f"file URLs name a local folder: file:///path, not file://{url.netloc}/...")
         if not url.path:
             raise ConfigurationError("file URL names no folder: use file:///path/to/models")
         reject_unknown("file:// URLs", url.options, {"fsync"})
-        return cls(url.path, fsync=parse_bool("URL option fsync", url.options.get("fsync", "false")))
+        return cls(url.path, fsync=parse_bool("URL option fsync", url.options.get("fsync", "false")), create=create)
 
     # -- paths and records -------------------------------------------------
 
@@ -122,8 +137,8 @@ class TempModelStorage(ModelStorage):
         # folder, and a subfolder is not ours.
         return st if stat.S_ISREG(st.st_mode) else None
 
-    def _record(self, model_id: str, st: os.stat_result) -> dict | None:
-        """The record of this exact file version, or None (missing or stale)."""
+    def _record(self, model_id: str) -> dict | None:
+        """The model's record (its metadata, SHA-256 and the file version they were written for), or None."""
         try:
             with open(self._record_path(model_id), "rb") as f:
                 record = json.loads(f.read())
@@ -132,10 +147,10 @@ class TempModelStorage(ModelStorage):
         except (OSError, ValueError):
             logger.warning("ignoring unreadable metadata record of model %r", model_id)
             return None
-        return record if record.get("version") == _version(st) else None
+        return record if isinstance(record, dict) else None
 
-    def _write_record(self, model_id: str, st: os.stat_result, sha256: str | None, metadata: Metadata) -> None:
-        tmp = self._prepare_record(model_id, st, sha256, metadata)
+    def _write_record(self, model_id: str, version: list[int], sha256: str | None, metadata: Metadata) -> None:
+        tmp = self._prepare_record(model_id, version, sha256, metadata)
         try:
             os.replace(tmp, self._record_path(model_id))
         except BaseException:
@@ -143,9 +158,9 @@ class TempModelStorage(ModelStorage):
                 os.unlink(tmp)
             raise
 
-    def _prepare_record(self, model_id: str, st: os.stat_result, sha256: str | None, metadata: Metadata) -> str:
+    def _prepare_record(self, model_id: str, version: list[int], sha256: str | None, metadata: Metadata) -> str:
         """Write the record to a temporary file (where a full disk shows) and return its path."""
-        record = {"version": _version(st), "sha256": sha256, "metadata": metadata}
+        record = {"version": version, "sha256": sha256, "metadata": metadata}
         fd, tmp = tempfile.mkstemp(dir=self._root, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
         try:
             with os.fdopen(fd, "w") as f:
@@ -168,9 +183,11 @@ class TempModelStorage(ModelStorage):
         st = self._model_version(model_id)
         if st is None:
             return None
-        record = self._record(model_id, st) or {}
+        record = self._record(model_id) or {}
         modified = datetime.fromtimestamp(st.st_mtime, timezone.utc)
-        return ModelStat(model_id, st.st_size, record.get("sha256"), modified)
+        # A record written for another version of the file: the bytes changed outside the store.
+        changed = bool(record) and record.get("version") != _version(st)
+        return ModelStat(model_id, st.st_size, record.get("sha256"), modified, changed)
 
     def _open_reader(self, model_id: str) -> BinaryIO:
         try:
@@ -195,7 +212,7 @@ class TempModelStorage(ModelStorage):
         st = self._model_version(model_id)
         if st is None:
             raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
-        record = self._record(model_id, st)
+        record = self._record(model_id)
         return {} if record is None else record.get("metadata", {})
 
     def _write_metadata(self, model_id: str, value: Metadata) -> None:
@@ -203,8 +220,9 @@ class TempModelStorage(ModelStorage):
             st = self._model_version(model_id)
             if st is None:
                 raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
-            record = self._record(model_id, st) or {}
-            self._write_record(model_id, st, record.get("sha256"), value)
+            # The record keeps the file version it was made for: new metadata never adopts bytes changed outside.
+            record = self._record(model_id) or {"version": _version(st)}
+            self._write_record(model_id, record.get("version"), record.get("sha256"), value)
 
     def _delete(self, model_id: str) -> bool:
         with self._lock.get(), _os_errors(f"delete model {model_id!r}"):
@@ -218,17 +236,25 @@ class TempModelStorage(ModelStorage):
                 os.unlink(self._record_path(model_id))
         return removed
 
-    def _list_ids(self) -> list[str]:
+    def _files(self) -> dict[str, os.DirEntry]:
+        """The regular files of the folder by name (never a symlink or a subfolder)."""
         with _os_errors(f"list {self.directory}"), os.scandir(self.directory) as entries:
-            return [e.name for e in entries if is_model_id(e.name) and e.is_file(follow_symlinks=False)]
+            return {entry.name: entry for entry in entries if entry.is_file(follow_symlinks=False)}
+
+    def _list_ids(self) -> list[str]:
+        """The models this store wrote: each file with its record. Other files are not its models."""
+        files = self._files()
+        return [name for name in files if is_model_id(name) and f".{name}{_RECORD_SUFFIX}" in files]
 
     def _delete_all(self) -> None:
-        """Remove models, records and leftover partial writes; nothing else."""
-        with self._lock.get(), _os_errors(f"empty {self.directory}"), os.scandir(self.directory) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False) and _is_ours(entry.name):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+        """Remove this store's models, their records and its leftover partial writes; nothing else."""
+        with self._lock.get():
+            files = self._files()
+            ours = {name for name in files if _is_record_or_part(name)}
+            ours |= {name for name in files if is_model_id(name) and f".{name}{_RECORD_SUFFIX}" in files}
+            for name in ours:
+                with contextlib.suppress(FileNotFoundError), _os_errors(f"empty {self.directory}"):
+                    os.unlink(files[name].path)
 
     def _commit(
         self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata
@@ -238,7 +264,7 @@ class TempModelStorage(ModelStorage):
             # The record is written before the model moves into place, so a
             # full disk (or a crash) while writing it leaves the previous
             # version as it was; what remains are two renames.
-            record_tmp = self._prepare_record(model_id, st, sha256, metadata)
+            record_tmp = self._prepare_record(model_id, _version(st), sha256, metadata)
             try:
                 try:
                     if overwrite:
@@ -293,10 +319,15 @@ class _FileSink:
             os.unlink(self._tmp)
 
 
-def _is_ours(name: str) -> bool:
-    if is_model_id(name):
-        return True
-    return name.startswith(".") and name.endswith((_RECORD_SUFFIX, _PART_SUFFIX))
+_RECORD_OR_PART = re.compile(
+    rf"\.(?P<id>[^/]+?)(?:{re.escape(_RECORD_SUFFIX)}|\.[a-z0-9_]{{8}}{re.escape(_PART_SUFFIX)})"
+)
+"""``.{id}.meta.json``, or ``.{id}.<8 random characters>.part``: how mkstemp names this store's partial writes."""
+
+
+def _is_record_or_part(name: str) -> bool:
+    found = _RECORD_OR_PART.fullmatch(name)
+    return found is not None and is_model_id(found["id"])
 
 
 def _fsync_directory(path: Path) -> None:

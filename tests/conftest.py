@@ -24,7 +24,7 @@ sys.path.insert(0, str(PLUGINS))
 
 # Session-scoped S3 servers (SeaweedFS, moto's server) that object-store
 # entries in backends.py reach through request.getfixturevalue(...).
-pytest_plugins = ["server_fixtures"]
+pytest_plugins = ["server_fixtures", "proxy_fixtures"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,14 +19,17 @@ Faults (``Schedule`` draws them, deterministically for a seed; rules script them
 - ``RESET_DOWNLOAD``: forward a GET, send the headers and half of the body, then reset.
 - ``TRUNCATE``: forward a GET, announce the whole Content-Length, send half, then close cleanly.
 - ``STALL``: read the request and answer nothing until the client gives up (or ``stall_seconds``).
+- ``LOST`` (rules only): forward the request, read the server's whole answer, then reset the
+  client's connection: the server acted, the client never hears of it.
 - ``CORRUPT`` (rules only): flip one byte in the middle of a body: of the response to a GET,
   or of a request's own body before it is forwarded (the server should refuse it).
 - ``Reply(status, code)``: any S3 error answer (403 AccessDenied, 404 NoSuchKey, ...), from a rule.
 
-Only faults that leave the server untouched (or touch it only with a GET) are
-injected: the request either never reaches the server or is a read. So every
-retry the adapters make is safe, and a test can demand that every operation
-succeeds.
+The schedule injects only faults that leave the server untouched (or touch it
+only with a GET): the request either never reaches the server or is a read.
+So every retry the adapters make is safe, and a test can demand that every
+operation succeeds. ``LOST``, the fault after the server acted, comes from
+rules, where a test says which answer goes missing.
 
 ``down()`` / ``up()`` / ``restart(seconds)`` simulate a server that goes away:
 the listening socket is closed (connections are refused) and every open
@@ -66,6 +69,7 @@ RESET_DOWNLOAD = "reset mid-download"
 TRUNCATE = "truncated response"
 STALL = "stall past timeout"
 CORRUPT = "corrupted body"
+LOST = "answer lost"
 TRANSIENT_FAULTS = (SLOWDOWN, INTERNAL, RESET, RESET_UPLOAD, RESET_DOWNLOAD, TRUNCATE, STALL)
 
 _MAX_HEAD = 64 * 1024
@@ -484,6 +488,9 @@ class FaultProxy:
         status, reason, response_headers, response_body = self._forward(connection, request, headers, body)
         if connection.killed:
             return None  # the server went down while it worked on this request: no answer
+        if fault == LOST:
+            self._record(request, fault, status)
+            return None
         has_body = response_body is not None and len(response_body) >= 2
         if fault in (RESET_DOWNLOAD, TRUNCATE) and has_body:
             self._record(request, fault, status)

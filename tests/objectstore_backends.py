@@ -43,7 +43,8 @@ class _Place:
     raw: object  # a boto3 S3 client with full access to the bucket
     bucket: str
     root: str
-    reopen: Callable[[], ModelStorage]
+    reopen: Callable[..., ModelStorage]
+    """Another instance on the same namespace; keyword arguments override its options."""
 
 
 # Every open store, reopened instances included, to the place it lives in.
@@ -89,8 +90,8 @@ def _namespace(raw, bucket: str, build: Callable[[str], ObjectStoreModelStorage]
     root = f"t-{uuid.uuid4().hex[:12]}/"
     prefix = root + "tenant-a/"
 
-    def open_here() -> ObjectStoreModelStorage:
-        opened = build(prefix)
+    def open_here(**overrides) -> ObjectStoreModelStorage:
+        opened = build(prefix, **overrides)
         _PLACES[opened] = place
         return opened
 
@@ -111,6 +112,11 @@ def _footprint(store: ModelStorage) -> frozenset[str]:
     uploads = place.raw.list_multipart_uploads(Bucket=place.bucket, Prefix=place.root).get("Uploads", [])
     keys.update(f"upload:{u['Key']}" for u in uploads)
     return frozenset(keys)
+
+
+def reopen(store: ModelStorage, **overrides) -> ModelStorage:
+    """Another instance on ``store``'s namespace, with ``overrides`` of its options (``metadata="tags"``)."""
+    return _place(store).reopen(**overrides)
 
 
 def raw_uploads(store: ModelStorage) -> list[tuple[str, str]]:
@@ -143,7 +149,7 @@ def _tamper(store: ModelStorage, model_id: str) -> None:
 
 
 def _s3_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str], ObjectStoreModelStorage]:
-    return lambda prefix: S3ModelStorage(
+    return lambda prefix, **overrides: S3ModelStorage(
         bucket,
         prefix,
         endpoint_url=endpoint.endpoint_url,
@@ -151,11 +157,12 @@ def _s3_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str], 
         access_key=endpoint.access_key,
         secret_key=endpoint.secret_key,
         options=registry_options(metadata),
+        **overrides,
     )
 
 
 def _minio_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str], ObjectStoreModelStorage]:
-    return lambda prefix: MinioModelStorage(
+    return lambda prefix, **overrides: MinioModelStorage(
         endpoint.netloc,
         bucket,
         prefix,
@@ -164,6 +171,7 @@ def _minio_on(endpoint: S3Endpoint, bucket: str, metadata: str) -> Callable[[str
         secure=endpoint.secure,
         region=endpoint.region,
         options=registry_options(metadata),
+        **overrides,
     )
 
 
@@ -199,8 +207,8 @@ def _under_mock_aws(metadata: str):
             raw = _mock_raw_client()
             bucket = unique_bucket_name("models")
             raw.create_bucket(Bucket=bucket)
-            build = lambda prefix: S3ModelStorage(  # noqa: E731
-                bucket, prefix, region="us-east-1", options=registry_options(metadata)
+            build = lambda prefix, **overrides: S3ModelStorage(  # noqa: E731
+                bucket, prefix, region="us-east-1", options=registry_options(metadata), **overrides
             )
             with _namespace(raw, bucket, build) as store:
                 yield store

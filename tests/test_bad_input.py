@@ -52,7 +52,9 @@ class Ctx:
 
     def endpoint(self):
         """The S3 server of this backend, or None under mock_aws (and for external endpoints)."""
-        for server, fixture in (("seaweedfs", "seaweedfs_endpoint"), ("motoserver", "moto_server_endpoint")):
+        for server in ("seaweedfs", "ceph", "localstack", "moto_server"):
+            fixture = f"{server}_endpoint"
+            server = server.replace("_", "")
             if server in self.spec.name:
                 return self.request.getfixturevalue(fixture)
         return None

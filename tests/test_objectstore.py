@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
-from objectstore_backends import raw_uploads
+from chaos import adapter_store
+from objectstore_backends import raw_uploads, reopen
 
 from adapters import metadata as codec
 from adapters.objectstore import ObjectStoreModelStorage
@@ -32,6 +33,40 @@ one_mode_per_adapter = pytest.mark.backends(
 def _uploads(store: ObjectStoreModelStorage) -> list:
     """Asked of the server with a raw client, not through the adapter under test."""
     return raw_uploads(store)
+
+
+@pytest.mark.parametrize(
+    "server", ["moto_server_endpoint", "seaweedfs_endpoint", "ceph_endpoint", "localstack_endpoint"]
+)
+@pytest.mark.parametrize("adapter", ["s3", "minio"])
+def test_the_lifecycle_rule_that_aborts_this_stores_uploads_is_found(request, server, adapter):
+    endpoint = request.getfixturevalue(server)
+    raw, bucket = endpoint.boto3_client(), f"lifecycle-{uuid.uuid4().hex[:12]}"
+    raw.create_bucket(Bucket=bucket)
+    with adapter_store(adapter, endpoint, bucket, "team/combiner-1") as store:
+        assert store.upload_backstop() is None
+        rules = [("other/", 1), ("team/", 3), ("", 9)]
+        lifecycle = [
+            {
+                "ID": f"r{days}",
+                "Status": "Enabled",
+                "Filter": {"Prefix": prefix},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
+            }
+            for prefix, days in rules
+        ]
+        raw.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle})
+        assert store.upload_backstop() == 3  # the shortest rule covering team/combiner-1/models/
+
+
+@objectstores
+def test_delete_all_aborts_the_uploads_under_way_to_this_stores_models_and_no_other(store, plant_outside):
+    ours = store.client.start_upload(store.keys.model_key("m"))
+    ours.put_part(1, b"part")
+    beside = store.client.start_upload(store.keys.prefix + "models/sub/m")  # under models/, but no model id
+    store.delete_all()
+    assert [upload_id for _, upload_id in _uploads(store)] == [beside.upload_id]
+    beside.abort()
 
 
 @objectstores
@@ -109,8 +144,8 @@ def test_a_part_that_keeps_failing_aborts_the_upload(store, monkeypatch):
 
     start_upload = store.client.start_upload
 
-    def start_refusing_parts(key):
-        upload = start_upload(key)
+    def start_refusing_parts(key, **kwargs):
+        upload = start_upload(key, **kwargs)
         monkeypatch.setattr(upload, "put_part", refuse)
         return upload
 
@@ -318,3 +353,21 @@ def test_metadata_set_on_a_model_without_a_sidecar_creates_one(store):
     store.set_model_metadata("model", {"v": 2})
     assert store.get_model_metadata("model") == {"v": 2}
     assert store.stat("model").sha256 is None
+
+
+@objectstores
+def test_a_store_opened_in_the_other_metadata_mode_says_so_and_forks_nothing(store, footprint):
+    store.put("m", b"weights", {"round": 1})
+    other_mode = "tags" if store.metadata_mode == "sidecar" else "sidecar"
+    before = footprint()
+    with reopen(store, metadata=other_mode) as other:
+        for call in (
+            lambda: other.get_model_metadata("m"),
+            lambda: other.set_model_metadata("m", {"round": 2}),
+            lambda: other.stat("m"),
+            lambda: other.get("m", verify=True),
+        ):
+            with pytest.raises(MetadataError, match=f"metadata='{store.metadata_mode}'"):
+                call()
+    assert footprint() == before
+    assert store.get_model_metadata("m") == {"round": 1}

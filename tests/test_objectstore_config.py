@@ -199,3 +199,51 @@ def test_tls_is_verified_by_default(clean_env):
     assert s3.client._s3._endpoint.http_session._verify is True
     minio = MinioModelStorage("localhost:1", "bucket", access_key="k", secret_key="s")
     assert minio.client._minio._http.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+
+
+def test_url_options_are_the_keyword_arguments_by_the_same_names(clean_env, tmp_path):
+    """One options object: a URL and keyword arguments give the same store, a CA bundle path included."""
+    clean_env.setenv("AWS_ACCESS_KEY_ID", "k")
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a request is made")
+    query = (
+        f"metadata=tags&part_size=8MiB&max_concurrency=2&ranged_get_threshold=64MiB&max_attempts=3&deadline=30"
+        f"&connect_timeout=2&read_timeout=1m&verify={ca}&pool_size=12"
+    )
+    from_url = open_storage(f"s3://bucket/p?endpoint_url=https://localhost:1&{query}")
+    from_keywords = S3ModelStorage(
+        "bucket",
+        "p",
+        endpoint_url="https://localhost:1",
+        metadata="tags",
+        part_size=8 * 2**20,
+        max_concurrency=2,
+        ranged_get_threshold=64 * 2**20,
+        max_attempts=3,
+        deadline=30,
+        connect_timeout=2,
+        read_timeout=60,
+        verify=str(ca),
+        pool_size=12,
+    )
+    assert from_url.options == from_keywords.options
+    assert from_url.options.transport.verify == str(ca)
+    assert (from_url.options.retry.max_attempts, from_url.options.retry.deadline) == (3, 30)
+    assert from_url.client._s3._endpoint.http_session._verify == str(ca)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [({"part_size": "1KiB"}, "part_size="), ({"deadline": -1}, "deadline="), ({"colour": "blue"}, "colour")],
+)
+def test_a_bad_keyword_option_is_named_as_the_argument(clean_env, settings, named):
+    with pytest.raises(ConfigurationError, match=named):
+        S3ModelStorage("bucket", endpoint_url="https://localhost:1", access_key="k", secret_key="s", **settings)
+
+
+def test_a_bad_url_option_is_named_as_the_url_option(clean_env):
+    clean_env.setenv("AWS_ACCESS_KEY_ID", "k")
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    with pytest.raises(ConfigurationError, match="URL option part_size"):
+        open_storage("s3://bucket?part_size=1KiB")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from backends import tree
 
-from storage import IntegrityError, ModelNotFoundError, StorageError, TempModelStorage
+from storage import ConfigurationError, IntegrityError, ModelNotFoundError, StorageError, TempModelStorage, open_storage
 from storage.writer import CHUNK_SIZE
 
 OK, IN_PROGRESS = 0, 1
@@ -52,15 +52,16 @@ def test_the_model_file_holds_exactly_the_bytes_as_fedn_writes_them(store, folde
     assert (folder / "model").read_bytes() == data
 
 
-def test_a_model_file_written_by_another_tool_is_a_model_without_metadata(store, folder):
+def test_a_model_file_written_by_another_tool_is_read_by_id_but_not_listed_until_given_metadata(store, folder):
     (folder / "from-fedn").write_bytes(b"weights")
-    assert store.list() == ["from-fedn"]
+    assert store.list() == []
     assert store.exist("from-fedn") is True
     assert store.get("from-fedn").read() == b"weights"
     assert store.get_model_metadata("from-fedn") == {}
     assert store.stat("from-fedn").sha256 is None
-    store.set_model_metadata("from-fedn", OK)
+    store.set_model_metadata("from-fedn", OK)  # given a record by name, it is the store's model
     assert store.get_model_metadata("from-fedn") == OK
+    assert store.list() == ["from-fedn"]
 
 
 def test_fedn_model_dir_is_the_default_folder(tmp_path, monkeypatch):
@@ -113,9 +114,9 @@ def test_a_replacement_in_progress_leaves_the_committed_file_untouched(store, fo
 
 def test_a_killed_writers_part_file_is_never_listed_and_delete_all_removes_it(store, folder):
     store.put("model", b"weights")
-    leftover = folder / ".model.k1ll3d.part"
+    leftover = folder / ".model.k1ll3d_0.part"  # as mkstemp names a write's part file
     leftover.write_bytes(b"half a model")
-    orphan = folder / ".orphan.x7.part"
+    orphan = folder / ".orphan.x7abc9de.part"
     orphan.write_bytes(b"half another model")
     assert store.list() == ["model"]
     assert store.exist("orphan") is False
@@ -144,28 +145,28 @@ def test_delete_all_leaves_what_is_not_ours_alone(store, folder, tmp_path):
     assert store.list() == []
 
 
-def test_a_metadata_record_of_another_file_version_is_not_attached(store, folder):
-    store.put("model", b"version 1", {"round": 1})
+def test_a_file_swapped_outside_the_store_keeps_its_record_and_shows_as_changed(store, folder):
+    written = store.put("model", b"version 1", {"round": 1})
     # Another tool swaps the file without telling the store.
     replacement = folder / "replacement.tmp"
     replacement.write_bytes(b"version 2 from elsewhere")
     os.replace(replacement, folder / "model")
     assert store.get("model").read() == b"version 2 from elsewhere"
-    assert store.get_model_metadata("model") == {}
-    assert store.stat("model").sha256 is None
-    assert store.stat("model").size == len(b"version 2 from elsewhere")
+    assert store.get_model_metadata("model") == {"round": 1}
+    stat = store.stat("model")
+    assert (stat.changed, stat.sha256, stat.size) == (True, written.sha256, len(b"version 2 from elsewhere"))
     with pytest.raises(IntegrityError):
         store.get("model", verify=True)
 
 
-def test_metadata_set_after_an_outside_swap_belongs_to_the_new_file(store, folder):
-    store.put("model", b"version 1", {"round": 1})
+def test_metadata_set_after_an_outside_swap_does_not_adopt_the_new_file(store, folder):
+    written = store.put("model", b"version 1", {"round": 1})
     replacement = folder / "replacement.tmp"
     replacement.write_bytes(b"version 2 from elsewhere")
     os.replace(replacement, folder / "model")
     store.set_model_metadata("model", OK)
     assert store.get_model_metadata("model") == OK
-    assert store.stat("model").sha256 is None
+    assert (store.stat("model").changed, store.stat("model").sha256) == (True, written.sha256)
 
 
 @pytest.mark.parametrize("fsync", [True, False])
@@ -290,3 +291,80 @@ def test_a_large_model_written_while_the_interpreter_exits_is_committed(folder):
     )
     assert done.returncode == 0 and not done.stderr, done.stderr.decode()
     assert TempModelStorage(folder).get("last", verify=True).getvalue() == b"x" * (4 * 2**20)
+
+
+# -- what the store did not write ------------------------------------------------------------------
+
+
+def _ours_and_theirs(folder: Path) -> TempModelStorage:
+    store = TempModelStorage(folder)
+    store.put("model-1", b"weights", {"round": 1})
+    for name, text in (("notes.txt", "mine"), ("README.md", "mine too"), (".hidden.part", "not a store's part")):
+        (folder / name).write_text(text)
+    (folder / "fedn-update").write_bytes(b"written by FEDn's own class")
+    return store
+
+
+def test_list_and_delete_all_see_only_the_models_the_store_wrote(tmp_path):
+    store = _ours_and_theirs(tmp_path)
+    store.get_ptr("model-2").write(b"an open write")  # its .part file is the store's own
+    assert store.list() == ["model-1"]
+    assert store.delete_all() is True
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".hidden.part", "README.md", "fedn-update", "notes.txt"]
+
+
+def test_a_file_another_tool_put_there_is_still_read_by_its_id(tmp_path):
+    store = _ours_and_theirs(tmp_path)
+    assert store.exist("fedn-update")
+    assert store.get("fedn-update").read() == b"written by FEDn's own class"
+    assert store.get_model_metadata("fedn-update") == {}
+    assert "fedn-update" not in store.list()
+
+
+def test_opening_a_missing_folder_without_create_makes_nothing(tmp_path):
+    missing = tmp_path / "typo" / "models"
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        TempModelStorage(missing, create=False)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        open_storage(missing.as_uri(), create=False)
+    assert not (tmp_path / "typo").exists()
+    assert open_storage(missing.as_uri()).list() == []  # a store that may write makes its folder
+    assert missing.is_dir()
+
+
+# -- bytes changed outside the store ------------------------------------------------------------------
+
+
+def test_bytes_changed_outside_the_store_keep_their_record_and_fail_a_verified_read(tmp_path):
+    store = TempModelStorage(tmp_path)
+    written = store.put("m", b"weights of round 1", {"round": 1})
+    with open(tmp_path / "m", "r+b") as f:  # an ordinary edit: the file's mtime moves
+        f.write(b"W")
+    stat = store.stat("m")
+    assert stat.changed and stat.sha256 == written.sha256
+    assert store.get_model_metadata("m") == {"round": 1}
+    with pytest.raises(IntegrityError):
+        store.get("m", verify=True)
+    store.set_model_metadata("m", {"round": 2})  # new metadata does not adopt the changed bytes
+    assert store.stat("m").changed
+    with pytest.raises(IntegrityError):
+        store.get("m", verify=True)
+    assert TempModelStorage(tmp_path).stat("m").changed  # after a restart too
+
+
+def test_a_file_touched_but_not_changed_still_verifies(tmp_path):
+    store = TempModelStorage(tmp_path)
+    store.put("m", b"weights")
+    os.utime(tmp_path / "m", (0, 0))
+    assert store.stat("m").changed
+    assert store.get("m", verify=True).read() == b"weights"
+
+
+def test_a_model_the_store_writes_again_is_its_own_again(tmp_path):
+    store = TempModelStorage(tmp_path)
+    store.put("m", b"weights")
+    (tmp_path / "m").write_bytes(b"replaced by hand")
+    store.put("m", b"weights 2")
+    assert not store.stat("m").changed
+    assert store.get("m", verify=True).read() == b"weights 2"

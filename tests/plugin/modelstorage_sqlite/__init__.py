@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
 
-from storage import ModelExistsError, ModelNotFoundError, ModelStat, ModelStorage
+from storage import ConfigurationError, ModelExistsError, ModelNotFoundError, ModelStat, ModelStorage
 from storage.options import StorageURL, reject_unknown
 from storage.process import ProcessLocal
 
@@ -49,8 +50,10 @@ class SQLiteModelStorage(ModelStorage):
         return f"SQLiteModelStorage({self.path!r})"
 
     @classmethod
-    def from_url(cls, url: StorageURL) -> SQLiteModelStorage:
+    def from_url(cls, url: StorageURL, *, create: bool = True) -> SQLiteModelStorage:
         reject_unknown("sqlite:// URLs", url.options, set())
+        if not create and not os.path.isfile(url.path):
+            raise ConfigurationError(f"{url.path} does not exist: name the file of a model store")
         return cls(url.path)
 
     def _row(self, model_id: str, columns: str):
