@@ -8,6 +8,7 @@ behaving the way it assumes:
 - ``sign_only_unprotected_bodies``: bodies protected by a checked checksum
   header, or by TLS, are not hashed a second time to be signed;
 - ``clamp_timeouts``: every request's timeouts end with its call's deadline;
+- ``expect_bucket_owner``: ``ExpectedBucketOwner`` on every request that takes it;
 - ``session_sharing_models``: new sessions share one loader of service models.
 """
 
@@ -48,6 +49,18 @@ def sign_only_unprotected_bodies(client) -> None:
             request.context["client_config"] = unsigned
 
     client.meta.events.register("before-sign.s3", unsign_protected)
+
+
+def expect_bucket_owner(client, owner: str | None) -> None:
+    """Send ``ExpectedBucketOwner`` with every request whose operation takes it."""
+    if not owner:
+        return
+
+    def add_owner(params, model, **_) -> None:
+        if "ExpectedBucketOwner" in model.input_shape.members:
+            params.setdefault("ExpectedBucketOwner", owner)
+
+    client.meta.events.register("provide-client-params.s3", add_owner)
 
 
 def clamp_timeouts(client, timeout: DeadlineTimeout) -> None:

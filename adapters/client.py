@@ -88,12 +88,25 @@ def classify(status: int | None, code: str | None, message: str, *, bucket: str)
         )
     if code in ("InvalidTag", "MalformedXML") and "tag" in message.lower():
         return MetadataError(f"the store refused the metadata tags: {detail}")
+    if status == 400 and "encrypt" in message.lower():
+        return StorageError(f"the object is encrypted with a customer key (SSE-C): {ENCRYPTED_HINT}")
+    if code == "NotImplemented" or status == 501:
+        return NotSupported(f"the store does not do this: {detail}")
     if status == 400 and code in ("", "400", "BadRequest"):
-        return _BadRequest(f"the store refused the request: {detail}")
+        return BadRequest(f"the store refused the request: {detail}")
     return StorageError(f"the store refused the request: {detail}")
 
 
-class _BadRequest(StorageError):
+ENCRYPTED_HINT = (
+    "give the store that key (sse_customer_key= in Python; MODELSTORAGE_SSE_CUSTOMER_KEY in the environment)"
+)
+
+
+class NotSupported(StorageError):
+    """The server does not implement the request (501 NotImplemented); the core may do it another way."""
+
+
+class BadRequest(StorageError):
     """A 400 without an S3 error code: what a TLS server answers to plain HTTP (see ``_reraise``)."""
 
 
@@ -163,6 +176,15 @@ class Upload(Protocol):
     def has_parts(self) -> bool:
         """Whether any part of this upload has arrived."""
 
+    def parts(self) -> list[tuple[int, str, int]]:
+        """(number, ETag, size) of every part that has arrived, in order."""
+
+    def copy_part(self, number: int, source_key: str, start: int, end: int) -> str:
+        """Part ``number`` copied by the server from bytes ``start``-``end`` (inclusive) of ``source_key``."""
+
+    def presign_part(self, number: int, size: int, expires: int) -> str:
+        """A URL a client PUTs part ``number`` to, with exactly ``size`` bytes (Content-Length is signed)."""
+
     def complete(self, parts: Sequence[tuple[int, str]], mode: PutMode) -> str:
         """Join the parts (number, ETag) into the object at ``key``, as ``mode`` allows; returns its ETag."""
 
@@ -219,6 +241,13 @@ class ObjectClient(Protocol):
     def delete_many(self, keys: Sequence[str]) -> None: ...
     def list_page(self, prefix: str, start_after: str | None) -> tuple[list[str], bool]:
         """Up to 1000 keys after ``start_after`` in order, and whether more follow."""
+
+    def presign_get(self, key: str, expires: int) -> str:
+        """A URL anyone may GET ``key`` from for ``expires`` seconds (with ``ServerSide.read_headers``)."""
+
+    def presign_put(self, key: str, expires: int, headers: dict[str, str]) -> str:
+        """A URL a client PUTs ``key`` to, with exactly ``headers``, which are signed: ``content-length``,
+        ``x-amz-checksum-sha256`` and the ``ServerSide`` write headers."""
 
     def abort_rules(self) -> list[tuple[str, int]]:
         """(prefix, days) of the bucket's enabled lifecycle rules that abort incomplete multipart uploads."""
@@ -278,22 +307,22 @@ def _reraise(exc: Exception, translate: Translate, owner):
     error = tls_failure(exc, client) or translate(exc, owner.bucket)
     if error is None:
         raise exc
-    address = client.plain_http_address() if isinstance(error, _BadRequest) else None
-    if address is not None and _speaks_tls(*address):
+    address = client.plain_http_address() if isinstance(error, BadRequest) else None
+    if address is not None and _refuses_plain_http(*address):
         error = StorageError(f"the server speaks TLS (HTTPS), not plain HTTP: use {client.use_tls()}")
     raise error from None
 
 
-def _speaks_tls(host: str, port: int) -> bool:
-    """Whether the server completes a TLS handshake: asked once, after a 400 no S3 server would give."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # only whether it speaks TLS, not whom to trust
+def _refuses_plain_http(host: str, port: int) -> bool:
+    """Whether the server answers plain HTTP as a TLS server does: asked once, after a 400 without an S3 error
+    (the answer to a HEAD has no body to tell)."""
     try:
-        with socket.create_connection((host, port), timeout=2) as sock, context.wrap_socket(sock):
-            return True
-    except OSError:  # ssl.SSLError is an OSError
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = sock.recv(4096).decode("latin-1").lower()
+    except OSError:
         return False
+    return any(sign in answer for sign in _NOT_HTTP)
 
 
 def translating(translate: Translate):

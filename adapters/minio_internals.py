@@ -6,10 +6,11 @@
   requests made by the SDK's own ``Minio._execute``, which signs and sends
   them like every other request of the client.
 - ``KnownDigestMinio``: a body's SHA-256, computed while the model was
-  written, handed to the SDK so it does not hash the body again
-  (``Minio._build_headers``).
+  written, handed to the SDK so it does not hash the body again, and the
+  expected bucket owner sent with every request (``Minio._build_headers``).
 - ``drop_connections``: the connection pool of a client passed in (``Minio._http``);
-  ``speaks_https``: whether a client speaks TLS (``Minio._base_url``).
+  ``speaks_https``: whether a client speaks TLS (``Minio._base_url``);
+  ``credentials``: what a client signs with (``Minio._provider``), for presigned URLs.
 - ``response_status``: the HTTP status of an ``InvalidResponseError`` (``_code``).
 
 The SDK's version is checked on import: outside the versions these were
@@ -44,7 +45,7 @@ def _check_sdk() -> None:
         low <= found <= high
         and {"method", "bucket_name", "object_name", "body", "headers", "query_params"} <= set(execute)
         and list(build)[:5] == ["self", "host", "headers", "body", "creds"]
-        and all(hasattr(Minio("localhost:9000", secure=False), name) for name in ("_http", "_base_url"))
+        and all(hasattr(Minio("localhost:9000", secure=False), name) for name in ("_http", "_base_url", "_provider"))
     ):
         raise ImportError(
             f"the MinIO adapter makes requests minio {minio.__version__} may not make the same way "
@@ -66,7 +67,12 @@ class KnownDigestMinio(Minio):
     of the MD5. Any other request is built as the SDK always builds it.
     """
 
+    expected_bucket_owner: str | None = None
+    """Sent with every request as ``x-amz-expected-bucket-owner`` when set."""
+
     def _build_headers(self, host, headers=None, body=None, creds=None):
+        if self.expected_bucket_owner:
+            headers = {**(headers or {}), "x-amz-expected-bucket-owner": self.expected_bucket_owner}
         known = headers.get(CHECKSUM_SHA256) if headers else None
         if known is None or not body or not creds:
             return super()._build_headers(host, headers, body, creds)
@@ -89,9 +95,13 @@ def create_upload(client: Minio, bucket: str, key: str, headers: dict[str, str])
     return ET.fromstring(response.data).findtext("{*}UploadId") or ""
 
 
-def upload_part(client: Minio, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> str:
+def upload_part(
+    client: Minio, bucket: str, key: str, upload_id: str, number: int, body: bytes, headers: dict[str, str]
+) -> str:
     query = {"partNumber": str(number), "uploadId": upload_id}
-    return client._execute("PUT", bucket, key, body=body, query_params=query).headers.get("ETag", "")
+    # A copy: the SDK writes its own headers (Content-Length, the date) into the dict it is given.
+    response = client._execute("PUT", bucket, key, body=body, headers=dict(headers), query_params=query)
+    return response.headers.get("ETag", "")
 
 
 def complete_upload(client: Minio, bucket: str, key: str, upload_id: str, body: bytes, headers: dict) -> str:
@@ -124,6 +134,34 @@ def list_uploads(client: Minio, bucket: str, prefix: str) -> list[tuple[str, str
         if (page.findtext("{*}IsTruncated") or "").lower() != "true" or not next_key:
             return found
         markers = {"key-marker": next_key, "upload-id-marker": page.findtext("{*}NextUploadIdMarker") or ""}
+
+
+def list_parts(client: Minio, bucket: str, key: str, upload_id: str) -> list[tuple[int, str, int]]:
+    """(number, ETag, size) of every part of an upload."""
+    found: list[tuple[int, str, int]] = []
+    marker = "0"
+    while True:
+        query = {"uploadId": upload_id, "max-parts": "1000", "part-number-marker": marker}
+        page = ET.fromstring(client._execute("GET", bucket, key, query_params=query).data)
+        found += [
+            (int(p.findtext("{*}PartNumber") or 0), p.findtext("{*}ETag") or "", int(p.findtext("{*}Size") or 0))
+            for p in page.findall("{*}Part")
+        ]
+        marker = page.findtext("{*}NextPartNumberMarker") or ""
+        if (page.findtext("{*}IsTruncated") or "").lower() != "true" or not marker:
+            return found
+
+
+def copy_part(client: Minio, bucket: str, key: str, upload_id: str, number: int, headers: dict[str, str]) -> str:
+    """UploadPartCopy; ``headers`` name the source (``x-amz-copy-source``, ``x-amz-copy-source-range``)."""
+    query = {"partNumber": str(number), "uploadId": upload_id}
+    response = client._execute("PUT", bucket, key, headers=dict(headers), query_params=query)
+    return ET.fromstring(response.data).findtext("{*}ETag") or ""
+
+
+def credentials(client: Minio):
+    """The credentials a client signs with (``Minio._provider``), to sign presigned URLs the same way."""
+    return client._provider.retrieve()
 
 
 def has_parts(client: Minio, bucket: str, key: str, upload_id: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from functools import partial
 from itertools import islice
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import certifi
 import urllib3
@@ -21,6 +21,7 @@ from minio.commonconfig import Tags
 from minio.credentials import ChainedProvider, EnvAWSProvider, EnvMinioProvider, StaticProvider
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.sse import SseCustomerKey
 from minio.xml import Element, SubElement, getbytes
 
 from adapters import client as seam
@@ -28,6 +29,8 @@ from adapters import minio_internals as internals
 from adapters.minio_internals import CHECKSUM_SHA256
 from adapters.objectstore import ObjectStoreModelStorage, split_url_options
 from adapters.options import MIN_PART_SIZE, FednSettings, ObjectStoreOptions, check_bucket_name, check_key_pair
+from adapters.presign import presign_v4
+from adapters.serverside import ServerSide
 from storage.errors import ConfigurationError, StorageError
 from storage.options import StorageURL, hint, parse_bool
 from storage.retry import TransientError
@@ -69,13 +72,25 @@ def _quoted(etag: str) -> str:
 
 class _MinioClient:
     def __init__(
-        self, minio: Minio, bucket: str, region: str | None, pool: urllib3.PoolManager | None, endpoint: str = ""
+        self,
+        minio: Minio,
+        bucket: str,
+        region: str | None,
+        pool: urllib3.PoolManager | None,
+        endpoint: str,
+        server_side: ServerSide,
     ) -> None:
         self._minio = minio
         self._endpoint = endpoint
         self.bucket = bucket
         self._region = region
         self._pool = pool
+        self._writes = server_side.write_headers()
+        self._reads = server_side.read_headers()
+        self._copy_source = server_side.copy_source_headers()
+        self._owner = server_side.owner_headers()
+        key = server_side.sse_customer_key
+        self._ssec = SseCustomerKey(key.key) if key else None
 
     @_translated
     def bucket_exists(self) -> bool:
@@ -91,7 +106,7 @@ class _MinioClient:
 
     @_translated
     def head(self, key: str) -> seam.ObjectInfo:
-        stat = self._minio.stat_object(self.bucket, key)
+        stat = self._minio.stat_object(self.bucket, key, ssec=self._ssec)
         return seam.ObjectInfo(stat.size, _quoted(stat.etag), stat.last_modified, _token_of(stat.metadata))
 
     @_translated
@@ -99,7 +114,9 @@ class _MinioClient:
         offset = start or 0
         length = 0 if end is None else end - offset + 1
         headers = {"If-Match": if_match} if if_match else None
-        response = self._minio.get_object(self.bucket, key, offset=offset, length=length, request_headers=headers)
+        response = self._minio.get_object(
+            self.bucket, key, offset=offset, length=length, request_headers=headers, ssec=self._ssec
+        )
         content_range = response.headers.get("Content-Range")
         size = int(content_range.rsplit("/", 1)[1]) if content_range else int(response.headers["Content-Length"])
         headers = response.headers
@@ -110,7 +127,7 @@ class _MinioClient:
     @_translated
     def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None, token=None) -> str:
         # The SDK need not hash the body again: see minio_internals.KnownDigestMinio.
-        checksum = {CHECKSUM_SHA256: seam.checksum_sha256(sha256), **_token_header(token)}
+        checksum = {CHECKSUM_SHA256: seam.checksum_sha256(sha256), **_token_header(token), **self._writes}
         if mode is seam.OVERWRITE:
             result = self._minio.put_object(
                 self.bucket,
@@ -129,7 +146,8 @@ class _MinioClient:
 
     @_translated
     def start_upload(self, key: str, token: str | None = None) -> _MinioUpload:
-        return _MinioUpload(self, key, internals.create_upload(self._minio, self.bucket, key, _token_header(token)))
+        headers = {**_token_header(token), **self._writes}
+        return _MinioUpload(self, key, internals.create_upload(self._minio, self.bucket, key, headers))
 
     @_translated
     def uploads(self, prefix: str) -> list[_MinioUpload]:
@@ -173,6 +191,27 @@ class _MinioClient:
                 found.append((prefix or "", abort.days_after_initiation))
         return found
 
+    def presign_get(self, key: str, expires: int) -> str:
+        return self._presign("GET", key, expires, {**self._reads, **self._owner})
+
+    def presign_put(self, key: str, expires: int, headers: dict[str, str]) -> str:
+        return self._presign("PUT", key, expires, headers)
+
+    def _presign(self, method: str, key: str, expires: int, headers: dict[str, str], query: str = "") -> str:
+        scheme = "https" if internals.speaks_https(self._minio) else "http"
+        url = f"{scheme}://{self._endpoint}/{self.bucket}/{quote(key)}{'?' + query if query else ''}"
+        creds = internals.credentials(self._minio)
+        return presign_v4(
+            method,
+            url,
+            region=self._region or "us-east-1",
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            session_token=creds.session_token,
+            headers=headers,
+            expires=expires,
+        )
+
     def use_plain_http(self) -> str:
         return hint("secure", False)
 
@@ -197,11 +236,31 @@ class _MinioUpload(seam.UploadHandle):
 
     @_translated
     def put_part(self, number: int, body: bytes) -> str:
-        return internals.upload_part(self.client._minio, self.bucket, self.key, self.upload_id, number, body)
+        client = self.client
+        return internals.upload_part(client._minio, self.bucket, self.key, self.upload_id, number, body, client._reads)
 
     @_translated
     def has_parts(self) -> bool:
         return internals.has_parts(self.client._minio, self.bucket, self.key, self.upload_id)
+
+    @_translated
+    def parts(self) -> list[tuple[int, str, int]]:
+        return internals.list_parts(self.client._minio, self.bucket, self.key, self.upload_id)
+
+    @_translated
+    def copy_part(self, number: int, source_key: str, start: int, end: int) -> str:
+        client = self.client
+        source = {
+            "x-amz-copy-source": f"/{self.bucket}/{source_key}",
+            "x-amz-copy-source-range": f"bytes={start}-{end}",
+        }
+        headers = {**source, **client._reads, **client._copy_source}
+        return _quoted(internals.copy_part(client._minio, self.bucket, self.key, self.upload_id, number, headers))
+
+    def presign_part(self, number: int, size: int, expires: int) -> str:
+        query = f"partNumber={number}&uploadId={quote(self.upload_id, safe='')}"
+        headers = {"content-length": str(size), **self.client._reads, **self.client._owner}
+        return self.client._presign("PUT", self.key, expires, headers, query)
 
     @_translated
     def complete(self, parts: Sequence[tuple[int, str]], mode: seam.PutMode) -> str:
@@ -269,7 +328,8 @@ def make_minio_client(
         )
     except ValueError as exc:
         raise ConfigurationError(f"invalid MinIO endpoint {endpoint!r}: {exc}") from None
-    return _MinioClient(minio, bucket, region, pool, endpoint)
+    minio.expected_bucket_owner = options.server_side.expected_bucket_owner
+    return _MinioClient(minio, bucket, region, pool, endpoint, options.server_side)
 
 
 class MinioModelStorage(ObjectStoreModelStorage):
@@ -308,7 +368,9 @@ class MinioModelStorage(ObjectStoreModelStorage):
 
         def make_client(options: ObjectStoreOptions) -> _MinioClient:
             if client is not None:
-                return _MinioClient(client, bucket, region, None, endpoint)
+                if options.server_side.expected_bucket_owner:
+                    raise ConfigurationError("expected_bucket_owner needs a client the store builds: leave client= out")
+                return _MinioClient(client, bucket, region, None, endpoint, options.server_side)
             return make_minio_client(
                 endpoint,
                 bucket,

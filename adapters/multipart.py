@@ -65,6 +65,16 @@ class MultipartSink:
             self._buffer.write(data[offset : offset + take])
             offset += take
 
+    def copy_from(self, source_key: str, size: int) -> None:
+        """Make the ``size`` bytes of ``source_key`` this write's, copied by the server part by part."""
+        if not size:
+            return  # commit PUTs the empty body
+        if self._upload is None:
+            self._upload = self._start_upload()
+        for start in range(0, size, self._part_size):
+            end = min(start + self._part_size, size) - 1
+            self._submit(self._copy_part, len(self._parts) + 1, source_key, start, end)
+
     def commit(self, metadata: Metadata, sha256: str, size: int) -> None:
         transfers = self._transfers
         if self._upload is None:
@@ -167,26 +177,30 @@ class MultipartSink:
         self._raise_failed_part()
         if self._upload is None:
             self._upload = self._start_upload()
+        self._submit(self._upload_part, len(self._parts) + 1, self._take_buffer())
+
+    def _submit(self, send, number: int, *args) -> None:
+        """Part ``number`` to the thread pool, once one of ``max_concurrency`` slots is free."""
         self._slots.acquire()  # blocks the writer while max_concurrency parts are in flight
         try:
             # The slot may have been freed by a part that failed: then no new part starts
             # its own retries, and the write fails within one retry deadline.
             self._raise_failed_part()
-        except BaseException:
-            self._slots.release()
-            raise
-        body = self._take_buffer()
-        number = len(self._parts) + 1
-        try:
-            part = submit_or_run(self._transfers.executor, self._upload_part, self._upload, number, body)
+            part = submit_or_run(self._transfers.executor, send, number, *args)
         except BaseException:
             self._slots.release()
             raise
         part.add_done_callback(lambda _: self._slots.release())
         self._parts.append(part)
 
-    def _upload_part(self, upload: Upload, number: int, body: bytes) -> str:
-        return self._transfers.call(f"upload part {number} of {self._model_id!r}", upload.put_part, number, body)
+    def _upload_part(self, number: int, body: bytes) -> str:
+        assert self._upload is not None
+        return self._transfers.call(f"upload part {number} of {self._model_id!r}", self._upload.put_part, number, body)
+
+    def _copy_part(self, number: int, source_key: str, start: int, end: int) -> str:
+        assert self._upload is not None
+        operation = f"copy part {number} of {self._model_id!r}"
+        return self._transfers.call(operation, self._upload.copy_part, number, source_key, start, end)
 
 
 class UnheardUploads:

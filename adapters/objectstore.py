@@ -14,16 +14,26 @@ import io
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from adapters import metadata as codec
-from adapters.client import CREATE, ObjectClient, ObjectInfo, ObjectNotFound, PreconditionFailed, PutMode, classify
+from adapters.client import (
+    CREATE,
+    ENCRYPTED_HINT,
+    BadRequest,
+    ObjectClient,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    PutMode,
+    classify,
+)
+from adapters.direct import DirectTransfers
+from adapters.keys import KeyLayout
 from adapters.multipart import MultipartSink
 from adapters.options import ObjectStoreOptions
 from adapters.transfer import Transfers
 from storage.errors import ConfigurationError, MetadataError, ModelNotFoundError, StorageError, StoragePermissionError
-from storage.ids import is_model_id
 from storage.model import Metadata, ModelStat
 from storage.modelstorage import ModelStorage
 from storage.options import StorageURL, hint
@@ -35,43 +45,7 @@ MiB = 1024 * 1024
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
 
 
-@dataclass(frozen=True)
-class KeyLayout:
-    """``{prefix}models/{id}`` and ``{prefix}metadata/{id}.json``; nothing else is ours."""
-
-    prefix: str = ""
-
-    @classmethod
-    def normalized(cls, prefix: str) -> KeyLayout:
-        prefix = prefix.strip("/")
-        if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-            raise ConfigurationError(f"prefix {prefix!r} has an empty, '.' or '..' segment")
-        return cls(prefix + "/" if prefix else "")
-
-    @property
-    def models(self) -> str:
-        return self.prefix + "models/"
-
-    @property
-    def metadata(self) -> str:
-        return self.prefix + "metadata/"
-
-    def model_key(self, model_id: str) -> str:
-        return f"{self.models}{model_id}"
-
-    def metadata_key(self, model_id: str) -> str:
-        return f"{self.metadata}{model_id}.json"
-
-    def id_of_model_key(self, key: str) -> str | None:
-        name = key[len(self.models) :] if key.startswith(self.models) else ""
-        return name if is_model_id(name) else None
-
-    def is_metadata_key(self, key: str) -> bool:
-        name = key[len(self.metadata) :] if key.startswith(self.metadata) else ""
-        return name.endswith(".json") and is_model_id(name[: -len(".json")])
-
-
-class ObjectStoreModelStorage(ModelStorage):
+class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
     """ModelStorage over any ``ObjectClient``; an adapter only says how to build its client.
 
     ``make_client(options)`` makes the SDK client of the process it is called
@@ -176,6 +150,14 @@ class ObjectStoreModelStorage(ModelStorage):
         except ObjectNotFound:
             self._confirm_bucket()
             return None
+        except BadRequest as refused:
+            if self.options.server_side.sse_customer_key is not None:
+                raise
+            # A HEAD answer has no body to say why; an object stored with a customer key is the usual one.
+            raise StorageError(
+                f"the store refused to read model {model_id!r} ({refused}): if it was written with a customer "
+                f"key (SSE-C), {ENCRYPTED_HINT}"
+            ) from None
 
     def _record(self, model_id: str) -> tuple[Metadata, str | None] | None:
         """(metadata, sha256) as stored, or None if there is no record.
@@ -397,17 +379,20 @@ class ObjectStoreModelStorage(ModelStorage):
                     yield model_id
 
     def _delete_all(self) -> None:
-        """Every model and sidecar of the namespace, and the uploads under way to its model keys."""
-        for prefix, ours in (
+        """Every model and sidecar of the namespace, its direct uploads, and the uploads under way to them."""
+        ours_by_area = (
             (self.keys.metadata, self.keys.is_metadata_key),
             (self.keys.models, lambda key: self.keys.id_of_model_key(key) is not None),
-        ):
+            (self.keys.uploads, self.keys.is_upload_key),
+        )
+        for prefix, ours in ours_by_area:
             for page in self._keys_under(prefix):
                 self._delete_keys([key for key in page if ours(key)])
-        for upload in self.call(f"list uploads under {self.keys.models!r}", self.client.uploads, self.keys.models):
-            if self.keys.id_of_model_key(upload.key) is not None:
-                with contextlib.suppress(ObjectNotFound):  # finished or aborted meanwhile
-                    self.call(f"abort upload of {upload.key!r}", upload.abort)
+        for prefix, ours in ours_by_area[1:]:
+            for upload in self.call(f"list uploads under {prefix!r}", self.client.uploads, prefix):
+                if ours(upload.key):
+                    with contextlib.suppress(ObjectNotFound):  # finished or aborted meanwhile
+                        self.call(f"abort upload of {upload.key!r}", upload.abort)
 
 
 def _unquoted(etag: str) -> str:

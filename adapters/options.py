@@ -4,7 +4,7 @@ The adapters' constructors, their URLs (``s3://bucket/prefix?part_size=16MiB``),
 FEDn's settings, the benchmark harness and the test registries all build one
 ``ObjectStoreOptions``. Every URL option is a keyword argument of the same
 name and the other way round; only ``retry=`` and ``transport=`` also take
-whole objects in Python.
+whole objects in Python, and a customer key is never taken from a URL.
 
 =====================  ==========================================================
 metadata               ``sidecar`` (default) or ``tags``
@@ -18,6 +18,12 @@ connect_timeout        transport: seconds to connect (10)
 read_timeout           transport: seconds to wait for each read (60)
 verify                 transport: true, false, or a CA bundle path (true)
 pool_size              transport: pooled connections (2 x max_concurrency, >= 10)
+sse                    server-side encryption: ``AES256`` or ``aws:kms`` (off)
+sse_kms_key_id         with ``aws:kms``: the KMS key (the bucket's default key)
+sse_bucket_key         with ``aws:kms``: an S3 bucket key, fewer KMS requests
+sse_customer_key       SSE-C: 32 bytes (or base64); not in URLs: ``MODELSTORAGE_SSE_CUSTOMER_KEY``
+expected_bucket_owner  the account id that must own the bucket, on every request
+storage_class          of the objects written (``STANDARD_IA``, ...)
 =====================  ==========================================================
 """
 
@@ -29,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from adapters.metadata import SIDECAR, TAGS
+from adapters.serverside import CUSTOMER_KEY_ENV, CustomerKey, ServerSide
 from adapters.transport import Transport
 from storage.errors import ConfigurationError
 from storage.options import parse_bool, parse_quantity, parse_seconds, reject_unknown
@@ -73,6 +80,18 @@ def _verify(name: str, value: object) -> bool | str:
         return value  # a CA bundle's path; the SDK reports one it cannot read
 
 
+def _text(name: str, value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be text, not {type(value).__name__}")
+    return value
+
+
+def _customer_key(name: str, value: object) -> CustomerKey | None:
+    return None if value is None else CustomerKey.parse(value)
+
+
 # name -> (the object it belongs to, parser of its value)
 _SETTINGS: dict[str, tuple[str, Callable[[str, object], object]]] = {
     "metadata": ("options", _metadata_mode),
@@ -86,8 +105,16 @@ _SETTINGS: dict[str, tuple[str, Callable[[str, object], object]]] = {
     "read_timeout": ("transport", parse_seconds),
     "verify": ("transport", _verify),
     "pool_size": ("transport", _at_least_one),
+    "sse": ("server_side", _text),
+    "sse_kms_key_id": ("server_side", _text),
+    "sse_bucket_key": ("server_side", parse_bool),
+    "sse_customer_key": ("server_side", _customer_key),
+    "expected_bucket_owner": ("server_side", _text),
+    "storage_class": ("server_side", _text),
 }
 NAMES = frozenset(_SETTINGS) | {"retry", "transport"}
+NOT_IN_URLS = {"sse_customer_key"}
+"""Secrets: a URL ends up in shell histories, process lists and logs."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,7 @@ class ObjectStoreOptions:
     create_bucket: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transport: Transport = field(default_factory=Transport)
+    server_side: ServerSide = field(default_factory=ServerSide.from_environment)
 
     @classmethod
     def parse(
@@ -111,9 +139,13 @@ class ObjectStoreOptions:
         Errors name a setting as the user wrote it: ``URL option part_size``, or ``part_size=``.
         """
         where = "these URLs" if from_url else "object stores"
+        if from_url and NOT_IN_URLS & set(settings):
+            raise ConfigurationError(
+                f"a customer key never goes in a URL: set {CUSTOMER_KEY_ENV} (base64 of 32 bytes) in the environment"
+            )
         reject_unknown(where, settings, set(_SETTINGS) if from_url else set(NAMES))
         options = base or cls()
-        changes: dict[str, dict[str, object]] = {"options": {}, "retry": {}, "transport": {}}
+        changes: dict[str, dict[str, object]] = {"options": {}, "retry": {}, "transport": {}, "server_side": {}}
         for name, value in settings.items():
             if name in ("retry", "transport"):
                 expected = RetryPolicy if name == "retry" else Transport
@@ -128,7 +160,10 @@ class ObjectStoreOptions:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         transport = dataclasses.replace(changes["options"].pop("transport", options.transport), **changes["transport"])
-        return dataclasses.replace(options, retry=retry, transport=transport, **changes["options"])
+        server_side = dataclasses.replace(options.server_side, **changes["server_side"])
+        return dataclasses.replace(
+            options, retry=retry, transport=transport, server_side=server_side, **changes["options"]
+        )
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", re.IGNORECASE)

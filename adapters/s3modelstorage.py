@@ -6,6 +6,7 @@ exceptions into the library's. Behaviour lives in ``adapters.objectstore``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -21,6 +22,7 @@ from adapters import botocore_tweaks
 from adapters import client as seam
 from adapters.objectstore import ObjectStoreModelStorage, split_url_options
 from adapters.options import FednSettings, ObjectStoreOptions, check_bucket_name, check_key_pair
+from adapters.serverside import ServerSide
 from storage.errors import ConfigurationError, StorageError, StoragePermissionError
 from storage.options import StorageURL, hint
 from storage.retry import TransientError
@@ -61,9 +63,12 @@ _translated = seam.translating(_translate)
 
 
 class _Boto3Client:
-    def __init__(self, s3, bucket: str) -> None:
+    def __init__(self, s3, bucket: str, server_side: ServerSide) -> None:
         self._s3 = s3
         self.bucket = bucket
+        self._writes = _sse_params(server_side.write_headers())
+        self._reads = _sse_params(server_side.read_headers())
+        self._copy_source = _sse_params(server_side.copy_source_headers())
 
     @_translated
     def bucket_exists(self) -> bool:
@@ -86,7 +91,7 @@ class _Boto3Client:
 
     @_translated
     def head(self, key: str) -> seam.ObjectInfo:
-        r = self._s3.head_object(Bucket=self.bucket, Key=key)
+        r = self._s3.head_object(Bucket=self.bucket, Key=key, **self._reads)
         return _info(r, r["ContentLength"])
 
     @_translated
@@ -96,7 +101,7 @@ class _Boto3Client:
             extra["Range"] = f"bytes={start}-{'' if end is None else end}"
         if if_match is not None:
             extra["IfMatch"] = if_match
-        r = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
+        r = self._s3.get_object(Bucket=self.bucket, Key=key, **extra, **self._reads)
         size = int(r["ContentRange"].rsplit("/", 1)[1]) if r.get("ContentRange") else r["ContentLength"]
         body = seam.ResponseBody(r["Body"], self, _translate, r["Body"].close)
         return seam.ObjectResponse(_info(r, size), body)
@@ -105,14 +110,15 @@ class _Boto3Client:
     def put(self, key: str, body, *, sha256: str, mode: seam.PutMode = seam.OVERWRITE, tags=None, token=None) -> str:
         # The server refuses a body that does not match (BadDigest), so the body
         # needs no signature of its own (botocore_tweaks.sign_only_unprotected_bodies).
-        extra = {"ChecksumSHA256": seam.checksum_sha256(sha256), **_conditions(mode), **_token(token)}
+        extra = {"ChecksumSHA256": seam.checksum_sha256(sha256), **_conditions(mode), **_token(token), **self._writes}
         if tags:
             extra["Tagging"] = urlencode(tags)
         return self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)["ETag"]
 
     @_translated
     def start_upload(self, key: str, token: str | None = None) -> _Boto3Upload:
-        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **_token(token))["UploadId"]
+        created = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **_token(token), **self._writes)
+        upload_id = created["UploadId"]
         return _Boto3Upload(self, key, upload_id)
 
     @_translated
@@ -167,6 +173,14 @@ class _Boto3Client:
                 found.append((scope.get("Prefix", scope.get("And", {}).get("Prefix", rule.get("Prefix", ""))), days))
         return found
 
+    def presign_get(self, key: str, expires: int) -> str:
+        params = {"Bucket": self.bucket, "Key": key, **self._reads}
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
+
+    def presign_put(self, key: str, expires: int, headers: dict[str, str]) -> str:
+        params = {"Bucket": self.bucket, "Key": key, **_sse_params(headers)}
+        return self._s3.generate_presigned_url("put_object", Params=params, ExpiresIn=expires)
+
     def use_plain_http(self) -> str:
         return hint("endpoint_url", self._s3.meta.endpoint_url.replace("https://", "http://", 1))
 
@@ -189,11 +203,33 @@ class _Boto3Upload(seam.UploadHandle):
 
     @_translated
     def put_part(self, number: int, body: bytes) -> str:
-        return self.client._s3.upload_part(**self._ids(), PartNumber=number, Body=body)["ETag"]
+        return self.client._s3.upload_part(**self._ids(), PartNumber=number, Body=body, **self.client._reads)["ETag"]
 
     @_translated
     def has_parts(self) -> bool:
         return bool(self.client._s3.list_parts(**self._ids(), MaxParts=1).get("Parts"))
+
+    @_translated
+    def parts(self) -> list[tuple[int, str, int]]:
+        pages = self.client._s3.get_paginator("list_parts").paginate(**self._ids())
+        return [(p["PartNumber"], p["ETag"], p["Size"]) for page in pages for p in page.get("Parts", [])]
+
+    @_translated
+    def copy_part(self, number: int, source_key: str, start: int, end: int) -> str:
+        client = self.client
+        r = client._s3.upload_part_copy(
+            **self._ids(),
+            PartNumber=number,
+            CopySource={"Bucket": client.bucket, "Key": source_key},
+            CopySourceRange=f"bytes={start}-{end}",
+            **client._reads,
+            **client._copy_source,
+        )
+        return r["CopyPartResult"]["ETag"]
+
+    def presign_part(self, number: int, size: int, expires: int) -> str:
+        params = {**self._ids(), "PartNumber": number, "ContentLength": size, **self.client._reads}  # type unsigned
+        return self.client._s3.generate_presigned_url("upload_part", Params=params, ExpiresIn=expires)
 
     @_translated
     def complete(self, parts: Sequence[tuple[int, str]], mode: seam.PutMode) -> str:
@@ -204,6 +240,37 @@ class _Boto3Upload(seam.UploadHandle):
     @_translated
     def abort(self) -> None:
         self.client._s3.abort_multipart_upload(**self._ids())
+
+
+_SSE_PARAMS = {
+    "x-amz-server-side-encryption": "ServerSideEncryption",
+    "x-amz-server-side-encryption-aws-kms-key-id": "SSEKMSKeyId",
+    "x-amz-server-side-encryption-bucket-key-enabled": "BucketKeyEnabled",
+    "x-amz-storage-class": "StorageClass",
+    "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",
+    "x-amz-server-side-encryption-customer-key": "SSECustomerKey",
+    "x-amz-copy-source-server-side-encryption-customer-algorithm": "CopySourceSSECustomerAlgorithm",
+    "x-amz-copy-source-server-side-encryption-customer-key": "CopySourceSSECustomerKey",
+    "content-length": "ContentLength",
+    "content-type": "ContentType",
+    "x-amz-checksum-sha256": "ChecksumSHA256",
+}
+
+
+def _sse_params(headers: dict[str, str]) -> dict[str, object]:
+    """``ServerSide``'s headers as boto3 arguments (boto3 adds the key's MD5, and base64s the key itself)."""
+    params: dict[str, object] = {}
+    for header, value in headers.items():
+        name = _SSE_PARAMS.get(header)
+        if name == "BucketKeyEnabled":
+            params[name] = value == "true"
+        elif name == "ContentLength":
+            params[name] = int(value)
+        elif name in ("SSECustomerKey", "CopySourceSSECustomerKey"):
+            params[name] = base64.b64decode(value)
+        elif name:
+            params[name] = value
+    return params
 
 
 def _info(response: dict, size: int) -> seam.ObjectInfo:
@@ -234,6 +301,7 @@ def make_s3_client(
     config = Config(
         region_name=region,
         retries={"total_max_attempts": 1, "mode": "standard"},
+        signature_version="s3v4",  # presigned URLs too, which sign the headers they are given
         connect_timeout=transport.connect_timeout,
         read_timeout=transport.read_timeout,
         max_pool_connections=transport.pool_for(options.max_concurrency),
@@ -255,7 +323,8 @@ def make_s3_client(
     botocore_tweaks.no_expect_header(s3)
     botocore_tweaks.sign_only_unprotected_bodies(s3)
     botocore_tweaks.clamp_timeouts(s3, transport.timeout())
-    return _Boto3Client(s3, bucket)
+    botocore_tweaks.expect_bucket_owner(s3, options.server_side.expected_bucket_owner)
+    return _Boto3Client(s3, bucket, options.server_side)
 
 
 class S3ModelStorage(ObjectStoreModelStorage):
@@ -293,7 +362,9 @@ class S3ModelStorage(ObjectStoreModelStorage):
 
         def make_client(options: ObjectStoreOptions) -> _Boto3Client:
             if client is not None:
-                return _Boto3Client(client, bucket)
+                if options.server_side.expected_bucket_owner:
+                    raise ConfigurationError("expected_bucket_owner needs a client the store builds: leave client= out")
+                return _Boto3Client(client, bucket, options.server_side)
             return make_s3_client(
                 bucket,
                 endpoint_url=endpoint_url,

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import BinaryIO, ClassVar
 
-from storage.errors import ModelNotFoundError
+from storage.errors import ConfigurationError, ModelNotFoundError
 from storage.ids import check_model_id
 from storage.model import Metadata, ModelStat, normalize_metadata
 from storage.process import ProcessLocal
@@ -170,6 +170,24 @@ class ModelStorage(ABC):
         if found is None:
             raise ModelNotFoundError(f"model {model_id!r} not found")
         return found
+
+    def presign_get(self, model_id: str, *, expires: object = 900):
+        """A GET of the model that any HTTP client may send: object stores only."""
+        raise self._cannot_presign()
+
+    def presign_put(self, model_id: str, *, size: int, sha256: str, expires: object = 900):
+        """A plan to upload the model straight to the store: object stores only."""
+        raise self._cannot_presign()
+
+    def commit_upload(self, model_id: str, metadata: Metadata = None, *, overwrite: bool = True) -> ModelStat:
+        """Make a direct upload the model: object stores only."""
+        raise self._cannot_presign()
+
+    def _cannot_presign(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"{type(self).__name__} has no presigned URLs: a client can upload or download directly only "
+            "with an object store (s3:// or minio://)"
+        )
 
     def close(self) -> None:
         """Abort open writes and release resources; committed models stay."""

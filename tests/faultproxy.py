@@ -146,6 +146,8 @@ class Entry:
     operation: str
     fault: str | None
     status: int | None
+    headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """The request's headers, names in lower case."""
 
 
 def _applies(kind: str, request: Request) -> bool:
@@ -517,7 +519,16 @@ class FaultProxy:
     def _record(self, request: Request, fault: str | None, status: int | None) -> None:
         with self._lock:
             self.log.append(
-                Entry(request.index, request.method, request.path, request.query, request.operation, fault, status)
+                Entry(
+                    request.index,
+                    request.method,
+                    request.path,
+                    request.query,
+                    request.operation,
+                    fault,
+                    status,
+                    dict(request.headers),
+                )
             )
             if fault is not None:
                 self.faults[fault] += 1
