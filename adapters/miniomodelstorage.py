@@ -415,5 +415,5 @@ class MinioModelStorage(ObjectStoreModelStorage):
             secret_key=fedn.secret_key,
             secure=secure,
             region=fedn.region,
-            **{"verify": fedn.verify, **settings},
+            **{"verify": fedn.verify, **fedn.options, **settings},
         )

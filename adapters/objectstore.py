@@ -9,34 +9,30 @@ metadata, verification, listing and batch deletes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
-import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import BinaryIO
 
-from adapters import metadata as codec
 from adapters.client import (
-    CREATE,
     ENCRYPTED_HINT,
     BadRequest,
     ObjectClient,
     ObjectInfo,
     ObjectNotFound,
-    PreconditionFailed,
-    PutMode,
     classify,
 )
 from adapters.direct import DirectTransfers
 from adapters.keys import KeyLayout
 from adapters.multipart import MultipartSink
 from adapters.options import ObjectStoreOptions
+from adapters.records import MetadataRecords
 from adapters.transfer import Transfers
-from storage.errors import ConfigurationError, MetadataError, ModelNotFoundError, StorageError, StoragePermissionError
-from storage.model import Metadata, ModelStat
+from storage.errors import ConfigurationError, ModelNotFoundError, StorageError, StoragePermissionError
+from storage.model import ModelStat
 from storage.modelstorage import ModelStorage
-from storage.options import StorageURL, hint
+from storage.options import StorageURL
 from storage.process import ProcessLocal
 
 logger = logging.getLogger("modelstorage")
@@ -45,7 +41,7 @@ MiB = 1024 * 1024
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
 
 
-class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
+class ObjectStoreModelStorage(MetadataRecords, DirectTransfers, ModelStorage):
     """ModelStorage over any ``ObjectClient``; an adapter only says how to build its client.
 
     ``make_client(options)`` makes the SDK client of the process it is called
@@ -159,73 +155,9 @@ class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
                 f"key (SSE-C), {ENCRYPTED_HINT}"
             ) from None
 
-    def _record(self, model_id: str) -> tuple[Metadata, str | None] | None:
-        """(metadata, sha256) as stored, or None if there is no record.
-
-        MetadataError if the record is where the other metadata mode keeps it:
-        opened in the wrong mode, a store would show no metadata, verify nothing,
-        and on the next update keep two records of one model.
-        """
-        if self.metadata_mode == codec.SIDECAR:
-            found = self._sidecar(model_id)
-            if found is None:
-                self._refuse_record_in(codec.TAGS, model_id)
-                return None
-            return found[0].metadata, found[0].sha256
-        tags = self._tags(model_id)
-        if tags is None:
-            return None
-        if codec.SHA256_TAG not in tags:
-            self._refuse_record_in(codec.SIDECAR, model_id)
-        return codec.decode_tags(tags)
-
-    def _tags(self, model_id: str) -> dict[str, str] | None:
-        try:
-            return self.call(f"get tags of {model_id!r}", self.client.get_tags, self.keys.model_key(model_id))
-        except ObjectNotFound:
-            return None
-
-    def _refuse_record_in(self, mode: str, model_id: str) -> None:
-        """MetadataError if ``model_id`` has its record where the ``mode`` store keeps them."""
-        if mode == codec.TAGS:
-            there = codec.SHA256_TAG in (self._tags(model_id) or {})
-        else:
-            there = self._sidecar(model_id) is not None
-        if there:
-            raise MetadataError(
-                f"model {model_id!r} keeps its metadata in {'the object tags' if mode == codec.TAGS else 'a sidecar'}, "
-                f"and this store in {'a sidecar' if mode == codec.TAGS else 'the object tags'}: open it with "
-                f"{hint('metadata', mode)}"
-            )
-
-    def _sidecar(self, model_id: str) -> tuple[codec.Sidecar, str] | None:
-        """The sidecar and its ETag, or None if there is none."""
-        try:
-            body, etag = self.call(f"get metadata of {model_id!r}", self._read_small, self.keys.metadata_key(model_id))
-        except ObjectNotFound:
-            return None
-        return codec.decode_sidecar(body), etag
-
-    def _read_small(self, key: str) -> tuple[bytes, str]:
-        response = self.client.get(key)
-        with response.body:
-            return response.body.read(), response.info.etag
-
     def _not_found(self, model_id: str) -> ModelNotFoundError:
         self._confirm_bucket()
         return ModelNotFoundError(f"model {model_id!r} not found in bucket {self.bucket!r}")
-
-    def _tags_for_put(self, metadata: Metadata, sha256: str) -> dict[str, str] | None:
-        """Tags sent with the model's own PUT (tags mode), so both land in one request."""
-        return codec.encode_tags(metadata, sha256) if self.metadata_mode == codec.TAGS else None
-
-    def _record_commit(self, model_id: str, metadata: Metadata, sha256: str, etag: str, tagged: bool) -> None:
-        """Store the metadata record right after the bytes are committed."""
-        if self.metadata_mode == codec.SIDECAR:
-            self._put_sidecar(model_id, metadata, sha256)
-        elif not tagged:
-            tags = codec.encode_tags(metadata, sha256)
-            self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
 
     def _delete_keys(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), DELETE_BATCH):
@@ -244,10 +176,6 @@ class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
                 return
 
     # -- primitives ---------------------------------------------------------
-
-    def _check_metadata(self, value: Metadata) -> None:
-        if self.metadata_mode == codec.TAGS:
-            codec.check_tag_metadata(value)
 
     def _exists(self, model_id: str) -> bool:
         return self._head(model_id) is not None
@@ -283,89 +211,6 @@ class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
             record=lambda metadata, sha256, etag, tagged: self._record_commit(model_id, metadata, sha256, etag, tagged),
         )
 
-    def _read_metadata(self, model_id: str) -> Metadata:
-        record = self._record(model_id)
-        if self.metadata_mode == codec.SIDECAR:
-            # The model object decides whether there is a model: a sidecar alone (one a write
-            # racing a delete put back) is not one; a model without one has {} (another tool wrote it).
-            if self._head(model_id) is None:
-                raise self._not_found(model_id)
-            return {} if record is None else record[0]
-        if record is None:
-            raise self._not_found(model_id)
-        return record[0]
-
-    def _write_metadata(self, model_id: str, value: Metadata) -> None:
-        if self.metadata_mode == codec.SIDECAR:
-            self._replace_sidecar(model_id, value)
-            return
-        record = self._record(model_id)
-        if record is None:
-            raise self._not_found(model_id)
-        tags = codec.encode_tags(value, record[1])
-        try:
-            self.call(f"put tags of {model_id!r}", self.client.put_tags, self.keys.model_key(model_id), tags)
-        except ObjectNotFound:
-            raise self._not_found(model_id) from None
-
-    def _replace_sidecar(self, model_id: str, value: Metadata) -> None:
-        """New metadata beside the SHA-256 of the model as it is now.
-
-        The sidecar is replaced only if it is still the one read (If-Match, or
-        If-None-Match where there was none). If another write replaced or
-        removed it meanwhile, that write stands, as if this call had come just
-        before it: never the new bytes beside the old SHA-256.
-        """
-        found = self._sidecar(model_id)
-        if self._head(model_id) is None:  # the model object decides, as in _read_metadata
-            raise self._not_found(model_id)
-        if found is None:
-            self._refuse_record_in(codec.TAGS, model_id)  # never a second record beside the tags
-        sidecar = codec.Sidecar(value, found[0].sha256 if found else None, uuid.uuid4().hex)
-        mode = PutMode.update(self._if_match_form(found[1])) if found else CREATE
-        self.call(f"put metadata of {model_id!r}", self._put_sidecar_unless_replaced, model_id, sidecar, mode)
-
-    def _put_sidecar_unless_replaced(self, model_id: str, sidecar: codec.Sidecar, mode: PutMode) -> None:
-        """One attempt of ``_replace_sidecar``'s conditional PUT, and what a refusal means.
-
-        A refusal is another write that stood (done), or an earlier attempt of
-        this one that landed while its answer was lost (done), or a server that
-        refused the ETag it gave in the form it was sent: once more in the
-        other form, remembered for this store. Anything else raises.
-        """
-        key, body = self.keys.metadata_key(model_id), codec.encode_sidecar(sidecar)
-        try:
-            self.client.put(key, body, sha256=hashlib.sha256(body).hexdigest(), mode=mode)
-            return
-        except (PreconditionFailed, ObjectNotFound):
-            pass
-        try:
-            now, etag = self._read_small(key)
-        except ObjectNotFound:
-            return  # removed meanwhile (a delete, or a model replaced and rewritten): that stands
-        if codec.decode_sidecar(now).write == sidecar.write:
-            return  # this write, by an attempt whose answer was lost
-        if mode.kind == "create" or _unquoted(etag) != _unquoted(mode.etag or ""):
-            return  # another write replaced it meanwhile: it stands
-        other = _unquoted(etag) if mode.etag == etag else etag  # the server wants the ETag in the other form
-        try:
-            self.client.put(key, body, sha256=hashlib.sha256(body).hexdigest(), mode=PutMode.update(other))
-        except PreconditionFailed:
-            if codec.decode_sidecar(self._read_small(key)[0]).write != sidecar.write:
-                raise StorageError(
-                    f"the store refused to replace the metadata of model {model_id!r} although it had not changed; "
-                    "it may not support conditional writes (If-Match)"
-                ) from None
-        self._unquoted_if_match = other == _unquoted(etag)
-
-    def _if_match_form(self, etag: str) -> str:
-        return _unquoted(etag) if self._unquoted_if_match else etag
-
-    def _put_sidecar(self, model_id: str, metadata: Metadata, model_sha256: str | None) -> None:
-        body = codec.encode_sidecar(codec.Sidecar(metadata, model_sha256, uuid.uuid4().hex))
-        key = self.keys.metadata_key(model_id)
-        self.call(f"put metadata of {model_id!r}", self.client.put, key, body, sha256=hashlib.sha256(body).hexdigest())
-
     def _delete(self, model_id: str) -> bool:
         existed = self._head(model_id) is not None
         self._delete_keys([self.keys.metadata_key(model_id), self.keys.model_key(model_id)])
@@ -378,13 +223,35 @@ class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
                 if model_id is not None:
                     yield model_id
 
-    def _delete_all(self) -> None:
-        """Every model and sidecar of the namespace, its direct uploads, and the uploads under way to them."""
-        ours_by_area = (
+    def _stale_writes(self, before: datetime, *, remove: bool) -> list[str]:
+        """Uploads of this store's models and direct uploads started before ``before`` and never finished."""
+        stale = []
+        for prefix, ours in self._areas()[1:]:
+            for upload in self.call(f"list uploads under {prefix!r}", self.client.uploads, prefix):
+                if ours(upload.key) and upload.initiated is not None and upload.initiated < before:
+                    stale.append(f"upload {upload.key}")
+                    if remove:
+                        self.transfers.abort(upload, f"the stale upload of {upload.key!r}")
+        for page in self._keys_under(self.keys.uploads):
+            for key in filter(self.keys.is_upload_key, page):
+                with contextlib.suppress(ObjectNotFound):
+                    if self.call(f"head {key!r}", self.client.head, key).last_modified < before:
+                        stale.append(key)
+                        if remove:
+                            self._delete_keys([key])
+        return stale
+
+    def _areas(self):
+        """(prefix, whether a key there is this store's) of models, metadata and direct uploads."""
+        return (
             (self.keys.metadata, self.keys.is_metadata_key),
             (self.keys.models, lambda key: self.keys.id_of_model_key(key) is not None),
             (self.keys.uploads, self.keys.is_upload_key),
         )
+
+    def _delete_all(self) -> None:
+        """Every model and sidecar of the namespace, its direct uploads, and the uploads under way to them."""
+        ours_by_area = self._areas()
         for prefix, ours in ours_by_area:
             for page in self._keys_under(prefix):
                 self._delete_keys([key for key in page if ours(key)])
@@ -393,10 +260,6 @@ class ObjectStoreModelStorage(DirectTransfers, ModelStorage):
                 if ours(upload.key):
                     with contextlib.suppress(ObjectNotFound):  # finished or aborted meanwhile
                         self.call(f"abort upload of {upload.key!r}", upload.abort)
-
-
-def _unquoted(etag: str) -> str:
-    return etag.strip('"')
 
 
 def split_url_options(url: StorageURL, connection: set[str]) -> tuple[dict[str, str], ObjectStoreOptions]:

@@ -198,8 +198,18 @@ class FednSettings:
     """``storage_hostname`` with ``storage_port``."""
     secure: bool
     verify: bool
+    options: dict[str, object] = field(default_factory=dict)
+    """Store options FEDn-style keys name: ``storage_sse`` (``sse``), ``storage_sse_kms_key_id``,
+    ``storage_sse_bucket_key``, ``storage_expected_bucket_owner``, ``storage_class`` (``storage_class``)."""
 
     DEFAULT_BUCKET = "fedn-model"
+    OPTION_KEYS = {
+        "storage_sse": "sse",
+        "storage_sse_kms_key_id": "sse_kms_key_id",
+        "storage_sse_bucket_key": "sse_bucket_key",
+        "storage_expected_bucket_owner": "expected_bucket_owner",
+        "storage_class": "storage_class",
+    }
 
     @classmethod
     def parse(cls, config: Mapping[str, object]) -> FednSettings:
@@ -219,4 +229,5 @@ class FednSettings:
             host=str(host) if host else None,
             secure=parse_bool("storage_secure_mode", config.get("storage_secure_mode", True)),
             verify=parse_bool("storage_verify_ssl", config.get("storage_verify_ssl", True)),
+            options={option: config[key] for key, option in cls.OPTION_KEYS.items() if config.get(key) is not None},
         )

@@ -395,5 +395,5 @@ class S3ModelStorage(ObjectStoreModelStorage):
             region=fedn.region,
             access_key=fedn.access_key,
             secret_key=fedn.secret_key,
-            **{"verify": fedn.verify, **settings},
+            **{"verify": fedn.verify, **fedn.options, **settings},
         )

@@ -15,12 +15,14 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, ClassVar
 
 from storage.errors import ConfigurationError, ModelNotFoundError
 from storage.ids import check_model_id
 from storage.model import Metadata, ModelStat, normalize_metadata
 from storage.process import ProcessLocal
+from storage.retention import STALE_WRITES_AFTER, Retention
 from storage.retry import RetryPolicy
 from storage.verify import VerifyingReader, check_read
 from storage.writer import CHUNK_SIZE, ModelWriter, Sink, iter_chunks
@@ -171,6 +173,38 @@ class ModelStorage(ABC):
             raise ModelNotFoundError(f"model {model_id!r} not found")
         return found
 
+    def prune(
+        self,
+        *rules: Retention,
+        dry_run: bool = False,
+        stale_writes_after: timedelta = STALE_WRITES_AFTER,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Remove the models ``rules`` let go (see ``storage.retention``) and what stale writes left behind.
+
+        Returns the ids removed, or with ``dry_run`` those that would be,
+        removing nothing. Only models of this store's namespace are looked at.
+        ``now`` prunes as of another time ("what goes by Friday", with ``dry_run``).
+        """
+        if not rules:
+            raise ConfigurationError("prune needs at least one Retention rule")
+        now = now or datetime.now(timezone.utc)
+        reads_metadata = any(rule.reads_metadata for rule in rules)
+        models = []
+        for model_id in self.list():
+            try:
+                models.append((self.stat(model_id), self.get_model_metadata(model_id) if reads_metadata else None))
+            except ModelNotFoundError:
+                continue  # deleted meanwhile
+        doomed = sorted(set().union(*(rule.doomed(models, now) for rule in rules)))
+        if not dry_run:
+            for model_id in doomed:
+                self.delete(model_id)
+        stale = self._stale_writes(now - stale_writes_after, remove=not dry_run)
+        if stale:
+            logger.info("%s %d stale write(s): %s", "would remove" if dry_run else "removed", len(stale), stale)
+        return doomed
+
     def presign_get(self, model_id: str, *, expires: object = 900):
         """A GET of the model that any HTTP client may send: object stores only."""
         raise self._cannot_presign()
@@ -255,6 +289,10 @@ class ModelStorage(ABC):
     def _delete_all(self) -> None:
         for model_id in self._list_ids():
             self._delete(model_id)
+
+    def _stale_writes(self, before: datetime, *, remove: bool) -> list[str]:
+        """What writes started before ``before`` left behind and never finished (removed if ``remove``)."""
+        return []
 
     @abstractmethod
     def _stat(self, model_id: str) -> ModelStat | None: ...

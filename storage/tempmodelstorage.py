@@ -256,6 +256,18 @@ class TempModelStorage(ModelStorage):
                 with contextlib.suppress(FileNotFoundError), _os_errors(f"empty {self.directory}"):
                     os.unlink(files[name].path)
 
+    def _stale_writes(self, before: datetime, *, remove: bool) -> list[str]:
+        """Partial files of writes a crash left: this store's own ``.part`` files, untouched since ``before``."""
+        stale = []
+        for name, entry in self._files().items():
+            if _is_record_or_part(name) and name.endswith(_PART_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    if datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, timezone.utc) < before:
+                        stale.append(name)
+                        if remove:
+                            os.unlink(entry.path)
+        return stale
+
     def _commit(
         self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata
     ) -> None:

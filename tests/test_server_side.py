@@ -21,7 +21,7 @@ from chaos import adapter_store, blob
 
 from adapters import MinioModelStorage, S3ModelStorage
 from adapters.serverside import CUSTOMER_KEY_ENV
-from storage import ConfigurationError, StorageError, open_storage
+from storage import ConfigurationError, StorageError, from_fedn_config, open_storage
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.tier4]
 
@@ -147,3 +147,31 @@ def test_settings_that_cannot_work_are_refused_before_any_request(settings, says
     ):
         with pytest.raises(ConfigurationError, match=says):
             make()
+
+
+def test_fedn_style_settings_and_variables_name_the_same_options(monkeypatch):
+    config = {
+        "storage_endpoint": "http://127.0.0.1:1",
+        "storage_access_key": "k",
+        "storage_secret_key": "s",
+        "storage_sse": "aws:kms",
+        "storage_sse_kms_key_id": "models-key",
+        "storage_expected_bucket_owner": "123456789012",
+        "storage_class": "STANDARD_IA",
+    }
+    expected = ("aws:kms", "models-key", "123456789012", "STANDARD_IA")
+    for storage_type in ("BOTO3", "MINIO"):
+        store = from_fedn_config({"storage_type": storage_type, "storage_config": config})
+        side = store.options.server_side
+        assert (side.sse, side.sse_kms_key_id, side.expected_bucket_owner, side.storage_class) == expected
+    for name, value in (
+        ("FEDN_OBJECT_STORAGE_TYPE", "BOTO3"),
+        ("FEDN_OBJECT_STORAGE_ENDPOINT", "http://127.0.0.1:1"),
+        ("FEDN_OBJECT_STORAGE_ACCESS_KEY", "k"),
+        ("FEDN_OBJECT_STORAGE_SECRET_KEY", "s"),
+        ("FEDN_OBJECT_STORAGE_SSE", "AES256"),
+        ("FEDN_OBJECT_STORAGE_CLASS", "STANDARD"),
+    ):
+        monkeypatch.setenv(name, value)
+    side = from_fedn_config().options.server_side
+    assert (side.sse, side.storage_class) == ("AES256", "STANDARD")
