@@ -249,6 +249,10 @@ class ObjectClient(Protocol):
         """A URL a client PUTs ``key`` to, with exactly ``headers``, which are signed: ``content-length``,
         ``x-amz-checksum-sha256`` and the ``ServerSide`` write headers."""
 
+    def replace_lifecycle_rules(self, id_prefix: str, rules: list[dict]) -> None:
+        """The bucket's lifecycle rules whose ID starts with ``id_prefix`` replaced by ``rules`` (in the JSON
+        form of S3's API: ID, Status, Filter, Expiration, AbortIncompleteMultipartUpload); others stay."""
+
     def abort_rules(self) -> list[tuple[str, int]]:
         """(prefix, days) of the bucket's enabled lifecycle rules that abort incomplete multipart uploads."""
 

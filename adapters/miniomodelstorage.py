@@ -17,10 +17,11 @@ from urllib.parse import quote, urlencode, urlsplit
 import certifi
 import urllib3
 from minio import Minio
-from minio.commonconfig import Tags
+from minio.commonconfig import ENABLED, AndOperator, Filter, Tags
 from minio.credentials import ChainedProvider, EnvAWSProvider, EnvMinioProvider, StaticProvider
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 from minio.sse import SseCustomerKey
 from minio.xml import Element, SubElement, getbytes
 
@@ -180,6 +181,12 @@ class _MinioClient:
         return keys, len(keys) == 1000
 
     @_translated
+    def replace_lifecycle_rules(self, id_prefix: str, rules: list[dict]) -> None:
+        config = self._minio.get_bucket_lifecycle(self.bucket)
+        kept = [rule for rule in (config.rules if config else []) if not (rule.rule_id or "").startswith(id_prefix)]
+        self._minio.set_bucket_lifecycle(self.bucket, LifecycleConfig(kept + [_lifecycle_rule(r) for r in rules]))
+
+    @_translated
     def abort_rules(self) -> list[tuple[str, int]]:
         config = self._minio.get_bucket_lifecycle(self.bucket)
         found = []
@@ -277,6 +284,27 @@ class _MinioUpload(seam.UploadHandle):
     @_translated
     def abort(self) -> None:
         internals.abort_upload(self.client._minio, self.bucket, self.key, self.upload_id)
+
+
+def _lifecycle_rule(rule: dict) -> Rule:
+    """A rule in the JSON form of S3's API as the MinIO SDK's object."""
+    scope = rule.get("Filter", {})
+    both = scope.get("And")
+    if both:
+        tags = Tags()
+        tags.update({tag["Key"]: tag["Value"] for tag in both.get("Tags", [])})
+        rule_filter = Filter(and_operator=AndOperator(prefix=both.get("Prefix"), tags=tags))
+    else:
+        rule_filter = Filter(prefix=scope.get("Prefix", ""))
+    expiration = rule.get("Expiration", {}).get("Days")
+    abort = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+    return Rule(
+        ENABLED,
+        rule_filter=rule_filter,
+        rule_id=rule["ID"],
+        expiration=Expiration(days=expiration) if expiration else None,
+        abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(abort) if abort else None,
+    )
 
 
 def _release(response) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 from adapters.client import (
@@ -25,6 +25,7 @@ from adapters.client import (
 )
 from adapters.direct import DirectTransfers
 from adapters.keys import KeyLayout
+from adapters.lifecycle import lifecycle_rules, rule_prefix
 from adapters.multipart import MultipartSink
 from adapters.options import ObjectStoreOptions
 from adapters.records import MetadataRecords
@@ -34,6 +35,7 @@ from storage.model import ModelStat
 from storage.modelstorage import ModelStorage
 from storage.options import StorageURL
 from storage.process import ProcessLocal
+from storage.retention import STALE_WRITES_AFTER
 
 logger = logging.getLogger("modelstorage")
 
@@ -117,6 +119,28 @@ class ObjectStoreModelStorage(MetadataRecords, DirectTransfers, ModelStorage):
         rules = self.call("read the bucket's lifecycle rules", self.client.abort_rules)
         covering = [days for prefix, days in rules if self.keys.models.startswith(prefix)]
         return min(covering) if covering else None
+
+    def lifecycle_rules(
+        self,
+        *,
+        expire_after: timedelta | None = None,
+        where: Mapping[str, object] | None = None,
+        abort_uploads_after: timedelta = STALE_WRITES_AFTER,
+    ) -> list[dict]:
+        """Bucket lifecycle rules that prune this store on the server side (see ``adapters.lifecycle``)."""
+        return lifecycle_rules(
+            self.keys,
+            self.metadata_mode,
+            expire_after=expire_after,
+            where=where,
+            abort_uploads_after=abort_uploads_after,
+        )
+
+    def apply_lifecycle(self, rules: list[dict]) -> None:
+        """Set ``rules`` on the bucket in place of this store's earlier ones; the bucket's other rules stay."""
+        self.call(
+            "set the bucket's lifecycle rules", self.client.replace_lifecycle_rules, rule_prefix(self.keys), rules
+        )
 
     def pending_uploads(self) -> list[tuple[str, str]]:
         """Multipart uploads under this store's prefix that were never finished: (key, upload id)."""

@@ -157,16 +157,24 @@ class _Boto3Client:
         r = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1000, **extra)
         return [item["Key"] for item in r.get("Contents", [])], bool(r.get("IsTruncated"))
 
-    @_translated
-    def abort_rules(self) -> list[tuple[str, int]]:
+    def _lifecycle_rules(self) -> list[dict]:
         try:
-            rules = self._s3.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+            return self._s3.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
         except bce.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
                 return []
             raise
+
+    @_translated
+    def replace_lifecycle_rules(self, id_prefix: str, rules: list[dict]) -> None:
+        kept = [rule for rule in self._lifecycle_rules() if not rule.get("ID", "").startswith(id_prefix)]
+        configuration = {"Rules": kept + rules}
+        self._s3.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration=configuration)
+
+    @_translated
+    def abort_rules(self) -> list[tuple[str, int]]:
         found = []
-        for rule in rules:
+        for rule in self._lifecycle_rules():
             days = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
             if rule.get("Status") == "Enabled" and days is not None:
                 scope = rule.get("Filter", {})

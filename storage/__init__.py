@@ -4,6 +4,7 @@
 ``adapters`` and are imported only when used.
 """
 
+from storage.cache import CachedModelStorage
 from storage.errors import (
     BucketNotFoundError,
     ConfigurationError,
@@ -21,6 +22,7 @@ from storage.memorymodelstorage import MemoryModelStorage
 from storage.model import ModelStat
 from storage.modelstorage import ModelStorage
 from storage.registry import from_fedn_config, open_storage, register_backend
+from storage.retention import Retention
 from storage.retry import RetryPolicy
 from storage.tempmodelstorage import TempModelStorage
 from storage.writer import CHUNK_SIZE, ModelWriter
@@ -28,6 +30,7 @@ from storage.writer import CHUNK_SIZE, ModelWriter
 __all__ = [
     "CHUNK_SIZE",
     "BucketNotFoundError",
+    "CachedModelStorage",
     "ConfigurationError",
     "IntegrityError",
     "InvalidModelIdError",
@@ -38,6 +41,7 @@ __all__ = [
     "ModelStat",
     "ModelStorage",
     "ModelWriter",
+    "Retention",
     "RetryPolicy",
     "StorageError",
     "StoragePermissionError",

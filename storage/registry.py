@@ -38,6 +38,10 @@ FEDN_ENV = {
     "storage_secure_mode": "FEDN_OBJECT_STORAGE_SECURE_MODE",
     "storage_verify_ssl": "FEDN_OBJECT_STORAGE_VERIFY_SSL",
     "storage_bucket": "FEDN_OBJECT_MODEL_BUCKET",
+    "storage_sse": "FEDN_OBJECT_STORAGE_SSE",
+    "storage_sse_kms_key_id": "FEDN_OBJECT_STORAGE_SSE_KMS_KEY_ID",
+    "storage_expected_bucket_owner": "FEDN_OBJECT_STORAGE_EXPECTED_BUCKET_OWNER",
+    "storage_class": "FEDN_OBJECT_STORAGE_CLASS",
 }
 """FEDn's environment variables, by the ``storage_config`` key each stands for."""
 
@@ -87,7 +91,9 @@ def open_storage(url: str | None = None, *, create: bool = True) -> ModelStorage
     """A store for ``url``, else ``$MODELSTORAGE_URL``, else the temp-file default.
 
     ``create=False`` opens an existing store only: a file store then makes no
-    folder (ConfigurationError where there is none). Credentials never come
+    folder (ConfigurationError where there is none). The options ``cache_dir`` and
+    ``cache_max_bytes`` put a read-through cache in front of any store
+    (``storage.cache``; its folder is made even then). Credentials never come
     from URLs: a URL with a user or password part is refused, so it cannot
     end up in logs or shell history.
     """
@@ -101,7 +107,12 @@ def open_storage(url: str | None = None, *, create: bool = True) -> ModelStorage
         hint = f"file://{os.path.abspath(url)} for a folder, or one of " if "/" in url else ""
         raise ConfigurationError(f"{url!r} is not a storage URL: use {hint}{known_schemes()}")
     parsed = StorageURL.parse(url)
-    return backend_for_scheme(parsed.scheme).from_url(parsed, create=create)
+    # The read-through cache (storage.cache): its URL options wrap the store, and the backend never sees them.
+    from storage.cache import split_cache_options
+
+    parsed, cache = split_cache_options(parsed)
+    store = backend_for_scheme(parsed.scheme).from_url(parsed, create=create)
+    return store if cache is None else cache.wrap(store)
 
 
 def _fedn_env_settings() -> dict | None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from cached_backends import MiB, cached
 
 from storage import MemoryModelStorage, ModelStorage, TempModelStorage, open_storage
 
@@ -191,6 +192,13 @@ def _sqlite_plugin(request: pytest.FixtureRequest) -> Iterator[ModelStorage]:
 
 
 register(BackendSpec("sqlite-plugin", _sqlite_plugin, reopen=lambda store: open_storage(f"sqlite://{store.path}")))
+
+
+# -- the read-through cache (storage.cache) in front of memory and temp files ----
+
+# A small bound for memory, so models above it (read uncached) and evictions run through the suite too.
+register(cached(next(spec for spec in BACKENDS if spec.name == "memory"), max_bytes=4 * MiB))
+register(cached(next(spec for spec in BACKENDS if spec.name == "tempfile"), max_bytes=64 * MiB))
 
 
 __all__ = ["BACKENDS", "CAPABILITIES", "BackendSpec", "StoreFactory", "register", "tree"]

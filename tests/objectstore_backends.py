@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 from backends import BackendSpec, register
+from cached_backends import MiB, cached
 from chaos import registry_options
 
 from adapters import MinioModelStorage, S3ModelStorage
@@ -238,6 +239,16 @@ for _mode in ("sidecar", "tags"):
         for _server in ("seaweedfs", "ceph", "localstack"):
             _factory = _on_server(f"{_server}_endpoint", _adapter, _mode)
             register(_spec(f"{_adapter}-{_server}-{_mode}", _factory, _mode, "tier4"))
+
+
+# -- the read-through cache (storage.cache) in front of one S3 and one MinIO backend ----
+# On moto's server, in sidecar mode: the tests selected by tag mode or by a SeaweedFS name reach into the
+# adapters' insides, which a cached store does not show (tests/test_cache.py runs the cache on tags too).
+for _adapter in ("s3", "minio"):
+    _inner = _spec(
+        f"{_adapter}-motoserver-sidecar", _on_server("moto_server_endpoint", _adapter, "sidecar"), "sidecar", "tier3"
+    )
+    register(cached(_inner, max_bytes=64 * MiB))
 
 
 def _external_endpoint(variable: str) -> S3Endpoint | None:

@@ -192,7 +192,7 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def test_backend_behaves_like_a_dict(store_spec, request):
-    remote = any(mark.name == "objectstore" for mark in store_spec.marks)
+    remote = any(mark.name == "objectstore" or mark.name.startswith("tier") for mark in store_spec.marks)
     run_state_machine_as_test(
         lambda: StoreMachine(store_spec, request), settings=OBJECTSTORE_SETTINGS if remote else SETTINGS
     )
