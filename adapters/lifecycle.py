@@ -14,6 +14,7 @@ this store's earlier rules and leaves every other rule of the bucket alone.
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -77,3 +78,51 @@ def lifecycle_rules(
         }
     )
     return rules
+
+
+_S3_XML = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def rule_element(rule: dict) -> ET.Element:
+    """A rule in S3's JSON form as the ``<Rule>`` of a LifecycleConfiguration document."""
+
+    def add(parent: ET.Element, name: str, value: object) -> None:
+        if isinstance(value, dict):
+            child = ET.SubElement(parent, name)
+            for key, inner in value.items():
+                add(child, key, inner)
+        elif isinstance(value, list):  # Tags: one <Tag> each
+            for item in value:
+                add(parent, name.removesuffix("s"), item)
+        else:
+            ET.SubElement(parent, name).text = str(value)
+
+    element = ET.Element("Rule")
+    for key, value in rule.items():
+        add(element, key, value)
+    return element
+
+
+def replace_rules_in_xml(document: bytes | None, id_prefix: str, rules: list[dict]) -> bytes:
+    """A LifecycleConfiguration document with the rules whose ID starts with ``id_prefix`` replaced by ``rules``;
+    every other rule kept as the server wrote it (Ceph RGW answers in the older form without a Filter)."""
+    root = ET.fromstring(document) if document else ET.Element("LifecycleConfiguration")
+    for element in root.iter():  # one namespace for the kept rules and the new ones, written as the default
+        element.tag = element.tag.rpartition("}")[2]
+    root.set("xmlns", _S3_XML)
+    for rule in root.findall("Rule"):
+        if (rule.findtext("ID") or "").startswith(id_prefix):
+            root.remove(rule)
+    root.extend(rule_element(rule) for rule in rules)
+    return ET.tostring(root)
+
+
+def abort_rules_in_xml(document: bytes | None) -> list[tuple[str, int]]:
+    """(prefix, days) of the enabled rules of a LifecycleConfiguration document that abort incomplete uploads."""
+    found = []
+    for rule in ET.fromstring(document).findall("{*}Rule") if document else []:
+        days = rule.findtext("{*}AbortIncompleteMultipartUpload/{*}DaysAfterInitiation")
+        if rule.findtext("{*}Status") == "Enabled" and days:
+            prefix = rule.findtext("{*}Filter/{*}Prefix") or rule.findtext("{*}Filter/{*}And/{*}Prefix")
+            found.append((prefix or rule.findtext("{*}Prefix") or "", int(days)))
+    return found

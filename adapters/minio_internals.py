@@ -10,7 +10,8 @@
   expected bucket owner sent with every request (``Minio._build_headers``).
 - ``drop_connections``: the connection pool of a client passed in (``Minio._http``);
   ``speaks_https``: whether a client speaks TLS (``Minio._base_url``);
-  ``credentials``: what a client signs with (``Minio._provider``), for presigned URLs.
+  ``credentials``: what a client signs with (``Minio._provider``), for presigned URLs;
+  ``lifecycle``/``set_lifecycle``: a bucket's lifecycle rules as the server writes them.
 - ``response_status``: the HTTP status of an ``InvalidResponseError`` (``_code``).
 
 The SDK's version is checked on import: outside the versions these were
@@ -29,7 +30,7 @@ from datetime import datetime
 
 import minio
 from minio import Minio
-from minio.error import InvalidResponseError
+from minio.error import InvalidResponseError, S3Error
 
 TESTED = ((7, 2, 0), (7, 2, 20))
 CHECKSUM_SHA256 = "x-amz-checksum-sha256"
@@ -167,6 +168,22 @@ def credentials(client: Minio):
 def has_parts(client: Minio, bucket: str, key: str, upload_id: str) -> bool:
     response = client._execute("GET", bucket, key, query_params={"uploadId": upload_id, "max-parts": "1"})
     return ET.fromstring(response.data).find("{*}Part") is not None
+
+
+def lifecycle(client: Minio, bucket: str) -> bytes | None:
+    """The bucket's LifecycleConfiguration document as the server wrote it; None without one. (The SDK's own
+    reader refuses the older form of rules Ceph RGW answers with.)"""
+    try:
+        return client._execute("GET", bucket, query_params={"lifecycle": ""}).data
+    except S3Error as exc:
+        if exc.code == "NoSuchLifecycleConfiguration":
+            return None
+        raise
+
+
+def set_lifecycle(client: Minio, bucket: str, document: bytes) -> None:
+    headers = {"Content-Type": "application/xml", "Content-MD5": _md5_base64(document)}
+    client._execute("PUT", bucket, body=document, headers=headers, query_params={"lifecycle": ""})
 
 
 def speaks_https(client: Minio) -> bool:

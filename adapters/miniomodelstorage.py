@@ -17,16 +17,16 @@ from urllib.parse import quote, urlencode, urlsplit
 import certifi
 import urllib3
 from minio import Minio
-from minio.commonconfig import ENABLED, AndOperator, Filter, Tags
+from minio.commonconfig import Tags
 from minio.credentials import ChainedProvider, EnvAWSProvider, EnvMinioProvider, StaticProvider
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 from minio.sse import SseCustomerKey
 from minio.xml import Element, SubElement, getbytes
 
 from adapters import client as seam
 from adapters import minio_internals as internals
+from adapters.lifecycle import abort_rules_in_xml, replace_rules_in_xml
 from adapters.minio_internals import CHECKSUM_SHA256
 from adapters.objectstore import ObjectStoreModelStorage, split_url_options
 from adapters.options import MIN_PART_SIZE, FednSettings, ObjectStoreOptions, check_bucket_name, check_key_pair
@@ -182,21 +182,12 @@ class _MinioClient:
 
     @_translated
     def replace_lifecycle_rules(self, id_prefix: str, rules: list[dict]) -> None:
-        config = self._minio.get_bucket_lifecycle(self.bucket)
-        kept = [rule for rule in (config.rules if config else []) if not (rule.rule_id or "").startswith(id_prefix)]
-        self._minio.set_bucket_lifecycle(self.bucket, LifecycleConfig(kept + [_lifecycle_rule(r) for r in rules]))
+        document = replace_rules_in_xml(internals.lifecycle(self._minio, self.bucket), id_prefix, rules)
+        internals.set_lifecycle(self._minio, self.bucket, document)
 
     @_translated
     def abort_rules(self) -> list[tuple[str, int]]:
-        config = self._minio.get_bucket_lifecycle(self.bucket)
-        found = []
-        for rule in config.rules if config else []:
-            abort = rule.abort_incomplete_multipart_upload
-            if getattr(rule, "status", "Enabled") == "Enabled" and abort and abort.days_after_initiation is not None:
-                scope = rule.rule_filter
-                prefix = (scope.prefix or (scope.and_operator.prefix if scope.and_operator else "")) if scope else ""
-                found.append((prefix or "", abort.days_after_initiation))
-        return found
+        return abort_rules_in_xml(internals.lifecycle(self._minio, self.bucket))
 
     def presign_get(self, key: str, expires: int) -> str:
         return self._presign("GET", key, expires, {**self._reads, **self._owner})
@@ -284,27 +275,6 @@ class _MinioUpload(seam.UploadHandle):
     @_translated
     def abort(self) -> None:
         internals.abort_upload(self.client._minio, self.bucket, self.key, self.upload_id)
-
-
-def _lifecycle_rule(rule: dict) -> Rule:
-    """A rule in the JSON form of S3's API as the MinIO SDK's object."""
-    scope = rule.get("Filter", {})
-    both = scope.get("And")
-    if both:
-        tags = Tags()
-        tags.update({tag["Key"]: tag["Value"] for tag in both.get("Tags", [])})
-        rule_filter = Filter(and_operator=AndOperator(prefix=both.get("Prefix"), tags=tags))
-    else:
-        rule_filter = Filter(prefix=scope.get("Prefix", ""))
-    expiration = rule.get("Expiration", {}).get("Days")
-    abort = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
-    return Rule(
-        ENABLED,
-        rule_filter=rule_filter,
-        rule_id=rule["ID"],
-        expiration=Expiration(days=expiration) if expiration else None,
-        abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(abort) if abort else None,
-    )
 
 
 def _release(response) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -91,3 +92,31 @@ def test_a_rule_says_what_it_keeps():
         Retention(match="global-*")
     with pytest.raises(ConfigurationError):
         Retention(keep_last=-1)
+
+
+@pytest.mark.parametrize(
+    "server", ["moto_server_endpoint", "seaweedfs_endpoint", "ceph_endpoint", "localstack_endpoint"]
+)
+@pytest.mark.parametrize("adapter", ["s3", "minio"])
+def test_lifecycle_rules_replace_the_stores_own_and_leave_the_buckets_others(request, server, adapter):
+    from chaos import adapter_store
+
+    endpoint = request.getfixturevalue(server)
+    raw, bucket = endpoint.boto3_client(), f"lifecycle-{uuid.uuid4().hex[:12]}"
+    raw.create_bucket(Bucket=bucket)
+    theirs = {"ID": "archive", "Status": "Enabled", "Filter": {"Prefix": "archive/"}, "Expiration": {"Days": 90}}
+    raw.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [theirs]})
+    with adapter_store(adapter, endpoint, bucket, "team/combiner-1", metadata="tags") as store:
+        rules = store.lifecycle_rules(expire_after=timedelta(days=2), where={"status": 0})
+        store.apply_lifecycle(rules)
+        store.apply_lifecycle(store.lifecycle_rules(expire_after=timedelta(days=3), where={"status": 0}))
+        set_rules = raw.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        ids = sorted(rule["ID"] for rule in set_rules)
+        assert ids == sorted(["archive", *(rule["ID"] for rule in rules)])
+        expire = next(rule for rule in set_rules if rule["ID"].endswith(":expire"))
+        assert expire["Expiration"]["Days"] == 3
+        assert store.upload_backstop() == 1
+    with adapter_store(adapter, endpoint, bucket, "team/combiner-1", metadata="sidecar") as sidecar_store:
+        with pytest.raises(ConfigurationError, match="metadata='tags'"):
+            sidecar_store.lifecycle_rules(expire_after=timedelta(days=2), where={"status": 0})
+        assert len(sidecar_store.lifecycle_rules(expire_after=timedelta(days=2))) == 4  # models, sidecars, uploads x2
