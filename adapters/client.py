@@ -264,6 +264,33 @@ Translate = Callable[[Exception, str], "StorageError | None"]
 """An SDK file's one mapping: (its SDK's exception, bucket) -> the library's error, or None."""
 
 
+class Unreachable(TransientError):
+    """Nothing accepts connections at the endpoint (refused, or a name that does not resolve)."""
+
+    advice = "nothing answers at that address: check the endpoint's host and port, and that the store is running"
+
+
+def _chain(exc: BaseException):
+    """``exc`` and the exceptions SDKs wrap inside it (bounded: they nest a few levels deep)."""
+    pending, seen = [exc], 0
+    while pending and seen < 32:
+        current = pending.pop()
+        seen += 1
+        yield current
+        nested = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+        pending.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def connection_failure(exc: BaseException) -> TransientError:
+    """A failed connection as the retry layer takes it, saying why in the words of the operating system."""
+    errors = [e for e in _chain(exc) if isinstance(e, OSError)]
+    refused = any(isinstance(e, (ConnectionRefusedError, socket.gaierror)) for e in errors)
+    reason = (
+        next((e.strerror for e in errors if e.strerror), None) or str(exc).rpartition(": ")[2] or type(exc).__name__
+    )
+    return (Unreachable if refused else TransientError)(f"no connection to the store: {reason}")
+
+
 class ProtocolHints(Protocol):
     """What an SDK file's client says to change when TLS and plain HTTP are mixed up."""
 
@@ -283,11 +310,7 @@ def tls_failure(exc: BaseException, client: ProtocolHints | None = None) -> Stor
     A certificate the client refused; TLS spoken to a plain-HTTP server; plain
     HTTP spoken to a TLS server. Each says what to change.
     """
-    pending: list[BaseException] = [exc]
-    for _ in range(32):  # SDKs nest a few levels deep; bounded all the same
-        if not pending:
-            return None
-        current = pending.pop()
+    for current in _chain(exc):
         text = str(current).lower()
         if isinstance(current, ssl.SSLCertVerificationError):
             reason = current.verify_message or current.reason or "certificate verify failed"
@@ -299,8 +322,6 @@ def tls_failure(exc: BaseException, client: ProtocolHints | None = None) -> Stor
             return StorageError(f"the server speaks plain HTTP, not TLS: use {client.use_plain_http()}")
         if client is not None and any(sign in text for sign in _NOT_HTTP):
             return StorageError(f"the server speaks TLS (HTTPS), not plain HTTP: use {client.use_tls()}")
-        nested = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
-        pending.extend(e for e in nested if isinstance(e, BaseException))
     return None
 
 

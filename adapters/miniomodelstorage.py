@@ -33,8 +33,7 @@ from adapters.options import MIN_PART_SIZE, FednSettings, ObjectStoreOptions, ch
 from adapters.presign import presign_v4
 from adapters.serverside import ServerSide
 from storage.errors import ConfigurationError, StorageError
-from storage.options import StorageURL, hint, parse_bool
-from storage.retry import TransientError
+from storage.options import StorageURL, hint, parse_bool, url_hints
 
 logger = logging.getLogger("modelstorage")
 
@@ -48,7 +47,7 @@ def _translate(exc: Exception, bucket: str) -> StorageError | None:
     if isinstance(exc, InvalidResponseError):
         return seam.classify(internals.response_status(exc), None, "unexpected response", bucket=bucket)
     if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError)):
-        return TransientError(f"connection to MinIO failed: {type(exc).__name__}")
+        return seam.connection_failure(exc)
     if isinstance(exc, MinioException):
         return StorageError(f"MinIO request failed: {exc}")
     if isinstance(exc, ValueError):  # the SDK's own checks of names and arguments
@@ -308,8 +307,8 @@ def make_minio_client(
             credentials.retrieve()
         except ValueError:
             raise ConfigurationError(
-                "no MinIO credentials: pass access_key/secret_key, or set MINIO_ACCESS_KEY/MINIO_SECRET_KEY "
-                "(or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                "no MinIO credentials: set MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY) in the environment{'' if url_hints() else ', or pass access_key=/secret_key='}"
             ) from None
     if secure and not transport.verify:
         logger.warning("TLS certificate verification is OFF for %s", endpoint)

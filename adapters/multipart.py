@@ -164,7 +164,9 @@ class MultipartSink:
 
         def start() -> Upload:
             attempts.append(time.monotonic())
-            return client.start_upload(self._key, token=self._token)
+            # Known to the sink at once: an interrupt from here on still has it aborted.
+            self._upload = client.start_upload(self._key, token=self._token)
+            return self._upload
 
         upload = transfers.call(f"start upload of {self._model_id!r}", start)
         if len(attempts) > 1:

@@ -25,7 +25,6 @@ from adapters.options import FednSettings, ObjectStoreOptions, check_bucket_name
 from adapters.serverside import ServerSide
 from storage.errors import ConfigurationError, StorageError, StoragePermissionError
 from storage.options import StorageURL, hint
-from storage.retry import TransientError
 
 logger = logging.getLogger("modelstorage")
 
@@ -48,7 +47,7 @@ def _translate(exc: Exception, bucket: str) -> StorageError | None:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return seam.classify(status, error.get("Code"), error.get("Message", ""), bucket=bucket)
     if isinstance(exc, _TRANSIENT):
-        return TransientError(f"connection to S3 failed: {exc}")
+        return seam.connection_failure(exc)
     if isinstance(exc, bce.NoCredentialsError):
         return StoragePermissionError(
             "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "

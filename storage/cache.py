@@ -303,6 +303,22 @@ class CachedModelStorage(ModelStorage):
     def _list_ids(self) -> Iterable[str]:
         return self.store.list()
 
+    def _stale_writes(self, before: datetime, *, remove: bool) -> list[str]:
+        return self.store._stale_writes(before, remove=remove)
+
+    # Direct transfers are the store's: a URL reaches it, never this cache.
+    def presign_get(self, model_id: str, *, expires: object = 900):
+        return self.store.presign_get(model_id, expires=expires)
+
+    def presign_put(self, model_id: str, *, size: int, sha256: str, expires: object = 900):
+        return self.store.presign_put(model_id, size=size, sha256=sha256, expires=expires)
+
+    def commit_upload(self, model_id: str, metadata: Metadata = None, *, overwrite: bool = True) -> ModelStat:
+        try:
+            return self.store.commit_upload(model_id, metadata, overwrite=overwrite)
+        finally:
+            self._invalidate(model_id)
+
 
 def _refuse_a_store_folder(store: ModelStorage, directory: Path) -> None:
     """A file store's folder cannot be its cache (the store would read cache files as models), nor can the

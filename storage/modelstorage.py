@@ -320,6 +320,8 @@ class ModelStorage(ABC):
 
 
 def _abort_quietly(writer: ModelWriter) -> None:
+    if writer.state != "open":
+        return  # committed (or discarded) while this was deciding: nothing to abort
     try:
         writer.abort()
     except Exception:  # noqa: BLE001 - the caller asked to discard it anyway

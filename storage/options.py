@@ -92,6 +92,11 @@ def use_url_hints() -> None:
     _hint_style = "url"
 
 
+def url_hints() -> bool:
+    """Whether hints are worded for the command line (see ``use_url_hints``)."""
+    return _hint_style == "url"
+
+
 def hint(name: str, value: object) -> str:
     """How to set ``name`` to ``value`` where the user is: ``create_bucket=True`` in Python,
     the URL option ``create_bucket=true`` on the command line."""

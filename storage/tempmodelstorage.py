@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import stat
 import tempfile
 import threading
@@ -306,9 +307,13 @@ class _FileSink:
         self._store = store
         self._model_id = model_id
         self._overwrite = overwrite
+        self._done = False
+        # The name before the file: an interrupt (a signal the command turns into one) at any point
+        # after this leaves nothing that abort, or this sink's finalizer, does not remove.
+        self._tmp = f"{store._in_root}.{model_id}.{_random_part_name()}{_PART_SUFFIX}"
         with _os_errors(f"start writing model {model_id!r}"):
-            fd, self._tmp = tempfile.mkstemp(dir=store._root, prefix=f".{model_id}.", suffix=_PART_SUFFIX)
-        self._file = os.fdopen(fd, "wb")
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            self._file = os.fdopen(fd, "wb")
 
     def write(self, data: memoryview) -> None:
         with _os_errors(f"write model {self._model_id!r}"):
@@ -321,14 +326,26 @@ class _FileSink:
                 os.fsync(self._file.fileno())
             st = os.fstat(self._file.fileno())
             self._file.close()
+        self._done = True
         self._store._commit(self._model_id, self._tmp, st, self._overwrite, sha256, metadata)
         return datetime.fromtimestamp(st.st_mtime, timezone.utc)
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
+        self._done = True
+        with contextlib.suppress(OSError, AttributeError):  # AttributeError: interrupted before the file was open
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            with contextlib.suppress(Exception):  # nothing can be reported from a finalizer
+                self.abort()
+
+
+def _random_part_name() -> str:
+    """Eight characters of what mkstemp draws from: ``_RECORD_OR_PART`` knows the name as this store's."""
+    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789_") for _ in range(8))
 
 
 _RECORD_OR_PART = re.compile(

@@ -1,105 +1,49 @@
-"""The ``modelstorage`` command end to end, and the simulator's FedAvg against numpy.
+"""The ``modelstorage`` command end to end: put, get, ls, meta, rm, purge, and what every command shares.
 
 Commands run as ``python -m storage`` subprocesses on a temp-file store in
-``tmp_path``, exactly as a user runs them; the aggregation and the
-``check`` step logic are tested in-process, where failures can be injected,
-and so is how the arguments are read.
+``tmp_path`` or on SeaweedFS, exactly as a user runs them, with a terminal
+(a pty) where one matters; the log lines and the progress columns are tested
+in-process too, and so is how the arguments are read. ``check`` is in
+``test_cli_check``, ``simulate`` in ``test_cli_simulate``, signals in
+``test_cli_signals``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import pty
+import select
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
+from cli_support import (
+    STORES,
+    MiB,
+    assert_one_line_error,
+    clean_env,
+    cli_bucket,
+    modelstorage,
+    start,
+    store_url,
+)
+from rich.console import Console
+from rich.progress import Progress
 
-from storage import (
-    BucketNotFoundError,
-    MemoryModelStorage,
-    StorageError,
-    StoragePermissionError,
-    StorageUnavailableError,
-)
-from storage.cli.check import CHECK_STEPS, run_check
-from storage.cli.fedavg import (
-    IN_PROGRESS,
-    OK,
-    FedAvg,
-    FednUpload,
-    ModelSpec,
-    SimulationError,
-    Update,
-    aggregate_updates,
-    compare_models,
-    write_model,
-)
 from storage.cli.parser import build_parser
-
-MiB = 1024 * 1024
-
-
-def modelstorage(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None):
-    """Run the command; every run, failed or not, must be free of tracebacks."""
-    result = subprocess.run(
-        [sys.executable, "-m", "storage", *args],
-        input=stdin if stdin is not None else b"",  # never the test runner's own stdin
-        capture_output=True,
-        env=env if env is not None else _clean_env(),
-        timeout=60,
-    )
-    stderr = result.stderr.decode()
-    assert "Traceback" not in stderr, stderr
-    return result
+from storage.cli.render import BinaryTransferSpeedColumn, configure_logging
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELSTORAGE_URL", "FEDN_MODEL_DIR", "COLUMNS")}
-    return {**env, **extra}
-
-
-def assert_one_line_error(result, exit_code: int, *fragments: str) -> None:
-    stderr = result.stderr.decode()
-    assert result.returncode == exit_code, stderr
-    assert stderr.count("\n") == 1 and stderr.startswith("modelstorage: error: "), stderr
-    for fragment in fragments:
-        assert fragment in stderr
-
-
-_CLI_BUCKETS: dict[str, str] = {}
-
-
-def _cli_bucket(endpoint) -> str:
-    if endpoint.endpoint_url not in _CLI_BUCKETS:
-        _CLI_BUCKETS[endpoint.endpoint_url] = f"cli-{uuid.uuid4().hex[:12]}"
-        endpoint.boto3_client().create_bucket(Bucket=_CLI_BUCKETS[endpoint.endpoint_url])
-    return _CLI_BUCKETS[endpoint.endpoint_url]
-
-
-@pytest.fixture(params=["tempfile", "s3-seaweedfs", "minio-seaweedfs"])
+@pytest.fixture(params=STORES)
 def url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The store every command test runs on: a temp-file folder, or a fresh prefix on SeaweedFS."""
-    if request.param == "tempfile":
-        return (tmp_path / "models").as_uri()
-    endpoint = request.getfixturevalue("seaweedfs_endpoint")
-    # The command's subprocesses take their credentials from the environment, as users do.
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", endpoint.access_key),
-        ("AWS_SECRET_ACCESS_KEY", endpoint.secret_key),
-        ("MINIO_ACCESS_KEY", endpoint.access_key),
-        ("MINIO_SECRET_KEY", endpoint.secret_key),
-    ):
-        monkeypatch.setenv(name, value)
-    prefix = f"cli-{uuid.uuid4().hex[:8]}"
-    bucket = _cli_bucket(endpoint)
-    if request.param == "s3-seaweedfs":
-        return f"s3://{bucket}/{prefix}?endpoint_url={endpoint.endpoint_url}&region={endpoint.region}"
-    return f"minio://{endpoint.netloc}/{bucket}/{prefix}?secure=false"
+    return store_url(request, tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -174,9 +118,25 @@ def test_rm_deletes_and_reports_missing_ids(url: str) -> None:
     assert modelstorage("-u", url, "rm", "a").returncode == 0
     assert [m["id"] for m in json.loads(modelstorage("-u", url, "ls", "--json").stdout)] == ["b"]
 
-    assert_one_line_error(modelstorage("-u", url, "rm", "b", "a"), 3, "not found: a")
+    both = modelstorage("-u", url, "rm", "b", "a")
+    assert both.returncode == 3
+    assert both.stderr.decode() == "deleted b\nmodelstorage: error: not found: a\n"
     assert json.loads(modelstorage("-u", url, "ls", "--json").stdout) == []  # b went all the same
     assert modelstorage("-u", url, "rm", "--force", "a").returncode == 0
+
+
+def test_rm_confirms_what_it_deleted_as_put_and_get_do_unless_quiet(url: str) -> None:
+    modelstorage("-u", url, "put", "a", "-", stdin=b"x")
+    modelstorage("-u", url, "put", "b", "-", stdin=b"y")
+    modelstorage("-u", url, "put", "c", "-", stdin=b"z")
+
+    said = modelstorage("-u", url, "rm", "a", "b")
+    assert (said.returncode, said.stdout, said.stderr) == (0, b"", b"deleted a, b\n")
+    forced = modelstorage("-u", url, "rm", "--force", "a")
+    assert (forced.returncode, forced.stderr) == (0, b"not found, nothing to delete: a\n")
+    quiet = modelstorage("-u", url, "rm", "-q", "c")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
+    assert json.loads(modelstorage("-u", url, "ls", "--json").stdout) == []
 
 
 def test_purge_refuses_without_yes_and_empties_the_store_with_it(url: str) -> None:
@@ -189,23 +149,13 @@ def test_purge_refuses_without_yes_and_empties_the_store_with_it(url: str) -> No
     assert json.loads(modelstorage("-u", url, "ls", "--json").stdout) == []
 
 
-def test_check_passes_every_step_and_leaves_nothing_behind(url: str) -> None:
-    result = modelstorage("-u", url, "check")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.decode().splitlines()
-    for step, _ in CHECK_STEPS:
-        assert any(line.split()[0] == "ok" and step in line for line in lines[1:]), lines
-    assert "FAILED" not in result.stdout.decode()
-    assert json.loads(modelstorage("-u", url, "ls", "--json").stdout) == []
-
-
 def test_url_comes_from_the_option_either_side_of_the_command_then_env_then_default(url: str, tmp_path: Path) -> None:
     modelstorage("put", "-u", url, "m", "-", stdin=b"x")
-    from_env = modelstorage("ls", "--json", env=_clean_env(MODELSTORAGE_URL=url))
+    from_env = modelstorage("ls", "--json", env=clean_env(MODELSTORAGE_URL=url))
     assert [m["id"] for m in json.loads(from_env.stdout)] == ["m"]
 
     # No URL at all: the temp-file store, which FEDN_MODEL_DIR moves, as in FEDn.
-    default = _clean_env(FEDN_MODEL_DIR=str(tmp_path / "default"))
+    default = clean_env(FEDN_MODEL_DIR=str(tmp_path / "default"))
     modelstorage("put", "d", "-", stdin=b"y", env=default)
     assert (tmp_path / "default" / "d").read_bytes() == b"y"
 
@@ -236,7 +186,7 @@ def test_commands_other_than_simulate_work_without_numpy(url: str) -> None:
         f"assert main(['-u', {url!r}, 'ls']) == 0\n"
         f"sys.exit(main(['-u', {url!r}, 'simulate']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=_clean_env(), timeout=60)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=clean_env(), timeout=60)
     assert_one_line_error(result, 2, "simulate needs numpy: pip install numpy")
     assert b"modelstorage[simulate]" not in result.stderr  # no package index serves that name
 
@@ -252,7 +202,7 @@ def test_without_rich_the_command_says_how_to_get_it() -> None:
         "from storage.cli import main\n"
         "sys.exit(main(['-u', 'memory://', 'ls']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=_clean_env(), timeout=60)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=clean_env(), timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr == b"modelstorage: error: the modelstorage command needs rich: pip install rich\n"
     assert result.stdout == b""
@@ -271,242 +221,145 @@ def test_a_bad_params_value_is_a_one_line_usage_error(text: str) -> None:
     assert_one_line_error(modelstorage("simulate", "--params", text), 2, "argument --params:", repr(text))
 
 
-def test_simulate_runs_with_a_binary_params_size(tmp_path: Path) -> None:
-    result = modelstorage(
-        "-u", (tmp_path / "models").as_uri(), "simulate", "--clients", "1", "--rounds", "1", "--params", "16Ki"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "16,384 float32 parameters" in result.stdout.decode()
-
-
-def test_simulate_runs_rounds_that_match_the_reference(url: str) -> None:
-    result = modelstorage("-u", url, "simulate", "--clients", "2", "--rounds", "2", "--params", "200_000", "--keep")
-    assert result.returncode == 0, result.stderr
-    out = result.stdout.decode()
-    assert "2/2 rounds' aggregates matched" in out and "MISMATCH" not in out
-
-    # --keep leaves the global models, with FEDn-style metadata; the updates are gone.
-    listing = {m["id"]: m for m in json.loads(modelstorage("-u", url, "ls", "--json").stdout)}
-    assert sorted(listing) == ["global-round-0", "global-round-1", "global-round-2"]
-    last = listing["global-round-2"]
-    assert last["metadata"] == {"round": 2, "contributors": 2, "sha256": last["sha256"]}
-
-
-# -- check's steps, with failures injected --------------------------------------------
-
-
-class _FailingStore(MemoryModelStorage):
-    """A memory store whose one operation fails as a remote store's would."""
-
-    def __init__(self, failing: str, error: BaseException | None = None) -> None:
-        super().__init__()
-        self.failing = failing
-        self.error = error or StorageError("injected failure")
-
-    def exist(self, model_id):
-        if self.failing == "exist":
-            raise self.error
-        return super().exist(model_id)
-
-    def put(self, model_id, data, metadata=None, *, overwrite=True):
-        if self.failing == "put":
-            raise self.error
-        return super().put(model_id, data, metadata, overwrite=overwrite)
-
-    def get(self, model_id, *, verify=False):
-        if self.failing == "get":
-            return io.BytesIO(b"not what was written")
-        return super().get(model_id, verify=verify)
-
-    def delete(self, model_id):
-        if self.failing == "delete":
-            return False
-        return super().delete(model_id)
-
-
-@pytest.mark.parametrize(
-    ("store", "failed_step"),
-    [
-        (_FailingStore("exist", StorageUnavailableError("down")), "endpoint reachable"),
-        (_FailingStore("exist", StoragePermissionError("denied")), "credentials accepted"),
-        (_FailingStore("exist", BucketNotFoundError("no bucket")), "bucket present"),
-        (_FailingStore("put"), "write"),
-        (_FailingStore("get"), "read"),
-        (_FailingStore("delete"), "delete"),
-    ],
-    ids=lambda value: value if isinstance(value, str) else "",
-)
-def test_check_exit_code_names_the_first_failed_step(store: _FailingStore, failed_step: str) -> None:
-    reported: list[tuple[str, bool]] = []
-    code = run_check(store, lambda name, ok, seconds, detail: reported.append((name, ok)))
-    assert code == dict(CHECK_STEPS)[failed_step]
-    assert [name for name, ok in reported if not ok] == [failed_step]
-    if failed_step == "read":
-        assert ("delete", True) in reported and store.list() == []  # cleaned up anyway
-
-
-def test_check_passes_on_a_working_store() -> None:
-    reported: list[tuple[str, bool]] = []
-    assert run_check(MemoryModelStorage(), lambda name, ok, seconds, detail: reported.append((name, ok))) == 0
-    assert reported == [(name, True) for name, _ in CHECK_STEPS]
-
-
-# -- the simulator's FedAvg and FEDn upload ---------------------------------------------
-
-
-SPEC = ModelSpec.with_parameters(3 * MiB // 4 + 5)  # layers over and under the 1 MiB chunk
-
-
-def _client_models(count: int, seed: int = 0) -> tuple[list[list[np.ndarray]], list[int]]:
-    rng = np.random.default_rng(seed)
-    models = [[rng.standard_normal(size, dtype=np.float32) for size in SPEC.layer_sizes] for _ in range(count)]
-    return models, [int(n) for n in rng.integers(1, 1000, size=count)]
-
-
-def _upload(store, model_id: str, layers: list[np.ndarray]) -> None:
-    upload = FednUpload(store, model_id)
-    write_model(layers, upload)
-    upload.finish()
-
-
-def _numpy_fedavg(models: list[list[np.ndarray]], examples: list[int]) -> list[np.ndarray]:
-    """The textbook formula, independent of the code under test."""
-    return [
-        np.average(np.stack([model[i] for model in models]).astype(np.float64), axis=0, weights=examples).astype(
-            np.float32
+def test_put_from_a_terminal_refuses_at_once_as_get_to_a_terminal_does(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    main, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "storage", "-u", folder.as_uri(), "put", "m", "-"],
+            stdin=terminal,
+            capture_output=True,
+            env=clean_env(),
+            timeout=20,  # it used to wait for typing, and store what Ctrl-D ended
         )
-        for i in range(len(SPEC.layer_sizes))
-    ]
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert_one_line_error(result, 2, "refusing to read a model from the terminal", "put m - < FILE")
+    assert not folder.exists()  # refused before the store was even opened
 
 
-class _ReaderCountingStore(MemoryModelStorage):
-    """Tracks how many models are open for reading at once, and whole-model reads."""
+@pytest.mark.parametrize("form", ["existing folder", "trailing slash"])
+def test_get_into_a_folder_writes_the_model_under_its_id(url: str, tmp_path: Path, form: str) -> None:
+    modelstorage("-u", url, "put", "m1", "-", stdin=b"weights")
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    output = str(folder) if form == "existing folder" else f"{folder}/"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.open_now = self.most_open = self.whole_reads = 0
-
-    def open(self, model_id, *, verify=False):
-        reader = super().open(model_id, verify=verify)
-        self.open_now += 1
-        self.most_open = max(self.most_open, self.open_now)
-        close = reader.close
-
-        def closing() -> None:
-            if not reader.closed:
-                self.open_now -= 1
-            close()
-
-        reader.close = closing
-        return reader
-
-    def get(self, model_id, *, verify=False):
-        self.whole_reads += 1
-        return super().get(model_id, verify=verify)
+    result = modelstorage("-u", url, "get", "m1", "-o", output)
+    assert result.returncode == 0, result.stderr
+    assert (folder / "m1").read_bytes() == b"weights"
+    assert sorted(p.name for p in folder.iterdir()) == ["m1"]  # no partial file left either
+    assert result.stderr.decode() == f"wrote {folder / 'm1'}: 7 B\n"
 
 
-def test_streaming_fedavg_matches_numpy_reading_one_update_at_a_time() -> None:
-    store = _ReaderCountingStore()
-    models, examples = _client_models(4)
-    for k, layers in enumerate(models):
-        _upload(store, f"update-{k}", layers)
-
-    fedavg = aggregate_updates(store, [Update(f"update-{k}", n) for k, n in enumerate(examples)], SPEC)
-
-    comparison = compare_models(fedavg.result(), _numpy_fedavg(models, examples))
-    assert comparison.matched, comparison
-    assert (fedavg.contributors, fedavg.examples) == (4, sum(examples))
-    assert store.most_open == 1 and store.whole_reads == 0
+def test_get_into_a_folder_that_is_not_there_says_so(tmp_path: Path) -> None:
+    url = (tmp_path / "models").as_uri()
+    modelstorage("-u", url, "put", "m1", "-", stdin=b"weights")
+    missing = tmp_path / "no" / "such"
+    assert_one_line_error(modelstorage("-u", url, "get", "m1", "-o", f"{missing}/"), 1, f"{missing}/: no such folder")
+    assert not (tmp_path / "no").exists()
 
 
-def test_aggregate_of_a_store_that_swapped_an_update_is_a_mismatch() -> None:
-    store = MemoryModelStorage()
-    models, examples = _client_models(3)
-    reference = FedAvg(SPEC)
-    for k, layers in enumerate(models):
-        reference.fold(layers, examples[k])
-        _upload(store, f"update-{k}", layers)
-    impostor, _ = _client_models(1, seed=99)
-    store.put("update-1", _serialized(impostor[0]), OK)  # valid, complete, OK, and wrong
-
-    fedavg = aggregate_updates(store, [Update(f"update-{k}", n) for k, n in enumerate(examples)], SPEC)
-
-    comparison = compare_models(fedavg.result(), reference.result())
-    assert not comparison.matched and comparison.max_abs_difference > 1e-3
+def test_get_into_the_stores_own_folder_does_not_overwrite_the_model_with_itself(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    url = folder.as_uri()
+    modelstorage("-u", url, "put", "m1", "-", "--meta", "round=1", stdin=b"weights")
+    refused = modelstorage("-u", url, "get", "m1", "-o", f"{folder}/")
+    assert_one_line_error(refused, 2, "is model m1 itself, in the store's folder")
+    listing = json.loads(modelstorage("-u", url, "ls", "--json").stdout)
+    assert [(m["id"], m["metadata"], m["sha256"] is not None) for m in listing] == [("m1", {"round": 1}, True)]
 
 
-def test_aggregate_refuses_an_update_still_in_progress() -> None:
-    store = MemoryModelStorage()
-    models, _ = _client_models(1)
-    store.put("update-0", _serialized(models[0]), IN_PROGRESS)
-    with pytest.raises(SimulationError, match="status 1"):
-        aggregate_updates(store, [Update("update-0", 10)], SPEC)
+def test_help_documents_the_exit_codes_of_signals() -> None:
+    text = modelstorage("--help").stdout.decode()
+    assert "128+N stopped by signal N" in text
+    for code, name in (("130", "SIGINT"), ("143", "SIGTERM"), ("129", "SIGHUP")):
+        assert f"{code} " in text and name in text
 
 
-@pytest.mark.parametrize("damage", ["short layer", "trailing bytes", "truncated"])
-def test_aggregate_refuses_an_update_that_is_not_a_model_of_the_spec(damage: str) -> None:
-    models, _ = _client_models(1)
-    layers = models[0]
-    data = _serialized(layers)
-    if damage == "short layer":
-        data = _serialized([layers[0][:-1], *layers[1:]])
-    elif damage == "trailing bytes":
-        data += b"\0"
-    else:
-        data = data[:-10]
-    store = MemoryModelStorage()
-    store.put("update-0", data, OK)
-    with pytest.raises(SimulationError):
-        aggregate_updates(store, [Update("update-0", 10)], SPEC)
+# -- progress bars and log lines ---------------------------------------------------------------
 
 
-def test_fedn_upload_follows_the_status_protocol() -> None:
-    calls: list[tuple] = []
-
-    class Recording(MemoryModelStorage):
-        def get_ptr(self, model_id):
-            writer = super().get_ptr(model_id)
-            return _RecordingPointer(writer, calls)
-
-        def set_model_metadata(self, model_id, model_metadata):
-            calls.append(("set_model_metadata", model_metadata))
-            return super().set_model_metadata(model_id, model_metadata)
-
-    store = Recording()
-    models, _ = _client_models(1)
-    _upload(store, "update-0", models[0])
-
-    data = _serialized(models[0])
-    chunks = -(-len(data) // MiB)
-    expected = [("write", MiB), ("set_model_metadata", IN_PROGRESS)] * (chunks - 1)
-    expected += [("write", len(data) - (chunks - 1) * MiB), ("set_model_metadata", IN_PROGRESS)]
-    expected += [("set_model_metadata", OK), ("flush",), ("close",)]
-    assert calls == expected
-    assert store.get("update-0").getvalue() == data and store.get_model_metadata("update-0") == OK
+def test_progress_bars_only_on_a_terminal_whatever_force_color_says(tmp_path: Path) -> None:
+    # CI systems set FORCE_COLOR (rich also reads TTY_COMPATIBLE) for colours; a log is no place for bars.
+    env = clean_env(FORCE_COLOR="1", TTY_COMPATIBLE="1")
+    url = (tmp_path / "models").as_uri()
+    put = modelstorage("-u", url, "put", "m", "-", stdin=os.urandom(3 * MiB), env=env)
+    assert put.returncode == 0
+    assert put.stderr.decode().startswith("stored m: 3.0 MiB, sha256 ") and put.stderr.count(b"\n") == 1, put.stderr
+    out = tmp_path / "m.out"
+    got = modelstorage("-u", url, "get", "m", "-o", str(out), env=env)
+    assert got.stderr == f"wrote {out}: 3.0 MiB\n".encode(), got.stderr
 
 
-class _RecordingPointer:
-    def __init__(self, writer, calls: list[tuple]) -> None:
-        self._writer = writer
-        self._calls = calls
+def _read_terminal(fd: int, proc: subprocess.Popen) -> bytes:
+    seen = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    return seen
 
-    def write(self, chunk) -> int:
-        self._calls.append(("write", len(chunk)))
-        return self._writer.write(chunk)
 
-    def flush(self) -> None:
-        self._calls.append(("flush",))
-        self._writer.flush()
+def test_progress_bars_on_a_terminal_count_in_mib_and_mib_per_second(tmp_path: Path) -> None:
+    main, terminal = pty.openpty()
+    proc = start("-u", (tmp_path / "models").as_uri(), "put", "m", "-", stdin=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    assert proc.stdin is not None
+    try:
+        for _ in range(6):  # a transfer long enough for the bars to be drawn a few times
+            proc.stdin.write(os.urandom(MiB))
+            proc.stdin.flush()
+            time.sleep(0.15)
+        proc.stdin.close()
+        drawn = _read_terminal(main, proc).decode(errors="replace")
+    finally:
+        os.close(main)
+    assert proc.wait(timeout=30) == 0
+    assert "MiB/s" in drawn and "MB/s" not in drawn.replace("MiB/s", ""), drawn
+    assert "put m" in drawn and "stored m: 6.0 MiB" in drawn
 
-    def close(self) -> None:
-        self._calls.append(("close",))
-        self._writer.close()
+
+def test_the_speed_column_is_in_the_binary_units_of_the_sizes() -> None:
+    progress = Progress(BinaryTransferSpeedColumn(), console=Console(file=io.StringIO()))
+    task_id = progress.add_task("x", total=100 * MiB)
+    task = progress.tasks[task_id]
+    task.finished_speed = 3 * MiB
+    assert BinaryTransferSpeedColumn().render(task).plain == "3.0 MiB/s"
 
 
-def _serialized(layers: list[np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    write_model(layers, buffer)
+def _logged(verbosity: int) -> str:
+    buffer = io.StringIO()
+    configure_logging(verbosity, Console(file=buffer, width=60))
+    try:
+        raise ValueError("cannot abort model 'm': it is already committed\n(second line)")
+    except ValueError:
+        logging.getLogger("modelstorage").warning("could not abort the open write of model %r", "m", exc_info=True)
     return buffer.getvalue()
+
+
+def test_library_warnings_are_one_line_and_tracebacks_only_at_vv() -> None:
+    thread_hook = threading.excepthook
+    try:
+        line = _logged(0)
+        assert line == (
+            "modelstorage: warning: could not abort the open write of model 'm' "
+            "(ValueError: cannot abort model 'm': it is already committed (second line))\n"
+        )
+        debug = _logged(2)
+        assert debug.startswith(line) and "Traceback" in debug
+    finally:
+        logging.getLogger("modelstorage").handlers = []
+        threading.excepthook = thread_hook
 
 
 @pytest.mark.parametrize("adapter", ["s3", "minio"])
@@ -520,17 +373,17 @@ def test_object_store_failures_are_one_line_with_a_documented_exit_code(seaweedf
     }
     wrong_secret = "wrong-" + uuid.uuid4().hex
     wrong = {**good, "AWS_SECRET_ACCESS_KEY": wrong_secret, "MINIO_SECRET_KEY": wrong_secret}
-    bucket = _cli_bucket(ep)
+    bucket = cli_bucket(ep)
 
     def url_for(bucket_name: str) -> str:
         if adapter == "s3":
             return f"s3://{bucket_name}/p?endpoint_url={ep.endpoint_url}&region={ep.region}"
         return f"minio://{ep.netloc}/{bucket_name}/p?secure=false"
 
-    missing = modelstorage("-u", url_for("no-such-bucket-" + uuid.uuid4().hex[:8]), "ls", env=_clean_env(**good))
+    missing = modelstorage("-u", url_for("no-such-bucket-" + uuid.uuid4().hex[:8]), "ls", env=clean_env(**good))
     assert_one_line_error(missing, 1, "does not exist", "create")
-    denied = modelstorage("-u", url_for(bucket), "ls", env=_clean_env(**wrong))
+    denied = modelstorage("-u", url_for(bucket), "ls", env=clean_env(**wrong))
     assert_one_line_error(denied, 1, "denied")
     assert wrong_secret not in denied.stderr.decode() + denied.stdout.decode()
-    checked = modelstorage("-u", url_for(bucket), "check", env=_clean_env(**wrong))
+    checked = modelstorage("-u", url_for(bucket), "check", env=clean_env(**wrong))
     assert checked.returncode == 11, checked.stdout

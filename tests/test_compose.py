@@ -1,26 +1,29 @@
-"""docker-compose.yml and the LocalStack init hook, checked without Docker.
+"""docker-compose.yml, the combiner's image and the LocalStack init hook, checked without Docker.
 
 No Docker engine is needed: the compose file is parsed with PyYAML and its
-``${VAR:-default}`` interpolation resolved here, and the shell snippets it and
-``localstack/init/ready.d`` hold are run for real with the container tools
-(``mc``, ``awslocal``, ``curl``, ``pip``, ``modelstorage``) replaced by small
-shims on PATH. The ``awslocal`` shim talks to moto's S3 server, so the LocalStack
-script really creates (and then leaves alone) a bucket.
+``${VAR:-default}`` interpolation resolved (``compose_support``), and the
+shell snippets it and ``localstack/init/ready.d`` hold are run for real with
+the container tools (``mc``, ``awslocal``, ``curl``, ``modelstorage``)
+replaced by small shims on PATH. The ``awslocal`` shim talks to moto's S3
+server, so the LocalStack script really creates (and then leaves alone) a
+bucket. What ``docker compose up`` does with the file (profiles, ``attach``,
+``--exit-code-from``) is modelled here after compose's own rules.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import importlib.metadata
 import inspect
 import json
 import os
 import re
-import shlex
 import shutil
+import signal
 import stat
 import subprocess
-import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,15 +31,26 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
+from compose_support import (
+    COMPOSE_FILE,
+    CURL,
+    LOCALSTACK_SCRIPT,
+    README,
+    READY_DIR,
+    REPO,
+    Shims,
+    container_argv,
+    host_variables,
+    published_ports,
+    resolve,
+    run,
+    run_localstack_script,
+    service_env,
+    split_image,
+)
 
 from storage import open_storage
 from storage import registry as storage_config
-
-REPO = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = REPO / "docker-compose.yml"
-READY_DIR = REPO / "localstack" / "init" / "ready.d"
-LOCALSTACK_SCRIPT = READY_DIR / "create-bucket.sh"
-README = REPO / "README.md"
 
 # Where the compose file mounts the hook folder, and what LocalStack runs from there.
 LOCALSTACK_READY_MOUNT = "/etc/localstack/init/ready.d"
@@ -44,54 +58,7 @@ STORE_ENV_PREFIXES = ("MINIO_", "AWS_", "FEDN_", "MODELSTORAGE_")
 FLOATING_TAGS = {"latest", "stable", "main", "master", "edge", "nightly"}
 
 
-# -- compose interpolation --------------------------------------------------------------------
-
-_INTERPOLATION = re.compile(
-    r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's interpolation of one string: ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name = match["braced"] or match["named"]
-        op, arg = match["op"], match["arg"]
-        if op == ":-":
-            return env.get(name) or arg
-        if op == "-":
-            return env.get(name, arg)
-        if op in (":?", "?") and (not env.get(name) if op == ":?" else name not in env):
-            raise KeyError(f"{name} is required: {arg}")
-        return env.get(name, "")
-
-    return _INTERPOLATION.sub(substitute, value)
-
-
-def resolve(node: Any, env: dict[str, str]) -> Any:
-    """The whole document as ``docker compose config`` would see it with ``env`` as the host environment."""
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [resolve(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: resolve(value, env) for key, value in node.items()}
-    return node
-
-
-def host_variables(node: Any) -> list[re.Match[str]]:
-    """Every ``$VAR``/``${VAR...}`` the host environment would fill in (``$$`` is the container's)."""
-    if isinstance(node, str):
-        return [m for m in _INTERPOLATION.finditer(node) if not m["escaped"]]
-    if isinstance(node, list):
-        return [m for item in node for m in host_variables(item)]
-    if isinstance(node, dict):
-        return [m for value in node.values() for m in host_variables(value)]
-    return []
+# -- the compose file, as compose sees it ----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -111,146 +78,6 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
-def service_env(service: dict[str, Any]) -> dict[str, str]:
-    environment = service.get("environment") or {}
-    if isinstance(environment, list):
-        environment = dict(item.split("=", 1) if "=" in item else (item, None) for item in environment)
-    return {str(k): "" if v is None else str(v) for k, v in environment.items()}
-
-
-def container_argv(service: dict[str, Any]) -> list[str]:
-    """What the container runs: entrypoint followed by command (both in exec form or shell-split)."""
-
-    def as_list(value: Any) -> list[str]:
-        if value is None:
-            return []
-        return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
-
-    return as_list(service.get("entrypoint")) + as_list(service.get("command"))
-
-
-def split_image(reference: str) -> tuple[str, str | None, str | None]:
-    """``registry/repo:tag@sha256:...`` -> (name, tag, digest)."""
-    name, _, digest = reference.partition("@")
-    tag = None
-    if ":" in name.rsplit("/", 1)[-1]:
-        name, tag = name.rsplit(":", 1)
-    return name, tag, digest or None
-
-
-def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """(host ip, host port, container port) for each entry of ``ports``."""
-    result = []
-    for entry in service.get("ports") or []:
-        if isinstance(entry, dict):
-            result.append((entry.get("host_ip", ""), int(entry["published"]), int(entry["target"])))
-            continue
-        parts = str(entry).split("/", 1)[0].split(":")
-        if len(parts) == 1:
-            parts = ["", parts[0], parts[0]]
-        elif len(parts) == 2:
-            parts = ["", *parts]
-        result.append((parts[0], int(parts[1]), int(parts[2])))
-    return result
-
-
-# -- shims for the tools the containers have ------------------------------------------------------
-
-RECORDER = """
-import json, os, sys
-with open(os.environ["SHIM_LOG"], "a", encoding="utf-8") as log:
-    log.write(json.dumps({"cmd": os.path.basename(sys.argv[0]), "argv": sys.argv[1:], "env": dict(os.environ)}) + "\\n")
-"""
-
-# awslocal is `aws --endpoint-url=http://localhost:4566`; this shim does the two calls the
-# LocalStack script may make with boto3 against SHIM_S3_ENDPOINT, with the AWS CLI's exit
-# codes, and refuses anything else so the script cannot drift from what is tested here.
-AWSLOCAL = """
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
-args = sys.argv[1:]
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["SHIM_S3_ENDPOINT"],
-    region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-    aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],          # KeyError: the script set none
-    aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-    config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=10),
-)
-try:
-    if args[:2] == ["s3api", "head-bucket"] and len(args) == 4 and args[2] == "--bucket":
-        s3.head_bucket(Bucket=args[3])
-    elif args[:2] == ["s3", "mb"] and len(args) == 3 and args[2].startswith("s3://"):
-        bucket = args[2][len("s3://"):].rstrip("/")
-        region = s3.meta.region_name
-        extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        s3.create_bucket(Bucket=bucket, **extra)
-        print(f"make_bucket: {bucket}")
-    else:
-        print(f"awslocal shim: unsupported call {args}", file=sys.stderr)
-        sys.exit(2)
-except ClientError as exc:
-    print(f"An error occurred ({exc.response['Error'].get('Code')})", file=sys.stderr)
-    sys.exit(254 if args[0] == "s3api" else 1)
-except BotoCoreError as exc:
-    print(str(exc), file=sys.stderr)
-    sys.exit(255)
-"""
-
-CURL = """
-body = os.environ.get("SHIM_CURL_BODY")
-if body is None:
-    sys.exit(7)  # curl: failed to connect
-sys.stdout.write(body)
-"""
-
-
-class Shims:
-    """A folder of fake commands put first on PATH; each call is logged as JSON lines."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.log = folder / "calls.jsonl"
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def add(self, name: str, body: str = "") -> None:
-        """``name`` on PATH: logs its call, then runs ``body`` (Python)."""
-        path = self.folder / name
-        # Shims that need only the standard library skip site-packages (-S): they start 5x faster.
-        flags = "" if "import boto3" in body else " -S"
-        path.write_text(f"#!{sys.executable}{flags}\n{RECORDER}{body}", encoding="utf-8")
-        path.chmod(0o755)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            "PATH": f"{self.folder}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "SHIM_LOG": str(self.log),
-            "HOME": str(self.folder),
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            **extra,
-        }
-
-    def calls(self, cmd: str | None = None) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        calls = [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
-        self.log.unlink()
-        return [c for c in calls if cmd is None or c["cmd"] == cmd]
-
-
-def run(argv: list[str], env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def run_localstack_script(shims: Shims, endpoint_url: str, **env: str) -> subprocess.CompletedProcess[str]:
-    shims.add("awslocal", AWSLOCAL)
-    # Executed directly, as LocalStack does: this also needs the mode bit and the shebang.
-    return run([str(LOCALSTACK_SCRIPT)], shims.env(SHIM_S3_ENDPOINT=endpoint_url, **env))
-
-
 # -- the services ---------------------------------------------------------------------------------
 
 
@@ -258,9 +85,24 @@ def test_the_stack_has_minio_its_bucket_init_localstack_and_a_combiner(services)
     assert {"minio", "minio-init", "localstack", "combiner"} <= set(services)
 
 
+def image_of(service: dict[str, Any]) -> str:
+    """The image a service runs: its ``image``, or the base (FROM) of the Dockerfile it is built from."""
+    if "build" not in service:
+        return service["image"]
+    dockerfile = dockerfile_of(service).read_text(encoding="utf-8")
+    (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    return base
+
+
+def dockerfile_of(service: dict[str, Any]) -> Path:
+    build = service["build"]
+    context = REPO / (build if isinstance(build, str) else build.get("context", "."))
+    return context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+
+
 @pytest.mark.parametrize("name", ["minio", "minio-init", "localstack", "combiner"])
 def test_every_image_is_pinned(services, name):
-    reference = services[name]["image"]
+    reference = image_of(services[name])
     image, tag, digest = split_image(reference)
     assert tag, f"{name}: {reference} has no tag"
     assert tag.lower() not in FLOATING_TAGS, f"{name}: {reference} floats"
@@ -270,6 +112,40 @@ def test_every_image_is_pinned(services, name):
         # Docker Hub's minio/minio and minio/mc are gone (September 2026); quay.io still serves them.
         assert image.startswith("quay.io/minio/"), f"{name}: {reference} is not from a registry that serves MinIO"
         assert tag.startswith("RELEASE."), f"{name}: MinIO images are pinned to a RELEASE tag"
+
+
+# -- what `docker compose up` starts, and what it waits for -------------------------------------------
+
+
+def started_by_default(services: dict[str, dict[str, Any]]) -> set[str]:
+    """What a plain ``docker compose up`` starts: the services in no profile."""
+    return {name for name, service in services.items() if not service.get("profiles")}
+
+
+def watched_by_exit_code_from(services: dict[str, dict[str, Any]]) -> set[str]:
+    """The services ``docker compose up --exit-code-from X`` watches for an exit.
+
+    As compose (2.20 and later) decides: with no service named on the command
+    line, those it attaches to, i.e. the started ones whose ``attach`` is not
+    false. It stops everything at the first exit among them (implied
+    --abort-on-container-exit) and returns X's exit code.
+    """
+    return {name for name in started_by_default(services) if services[name].get("attach", True) is not False}
+
+
+def test_up_with_exit_code_from_the_combiner_returns_when_the_combiner_does(services):
+    # minio-init exits 0 before the combiner starts: watched, it would stop the stack at once.
+    assert watched_by_exit_code_from(services) == {"combiner"}
+    needed = set(services["combiner"]["depends_on"])
+    assert needed <= started_by_default(services) - {"combiner"}
+
+
+def test_localstack_waits_for_its_profile(services):
+    # Nothing in the demo uses it: `docker compose up` leaves it out.
+    assert services["localstack"]["profiles"] == ["localstack"]
+    assert "localstack" not in started_by_default(services)
+    for name in started_by_default(services):
+        assert "localstack" not in (services[name].get("depends_on") or {}), f"{name} would start it anyway"
 
 
 def test_localstack_starts_without_an_auth_token(services):
@@ -532,23 +408,67 @@ def test_the_combiner_opens_minio_with_its_own_environment(services, tmp_path, m
         )
 
 
-def test_the_combiner_installs_this_project_and_runs_simulate_once_minio_is_ready(services, tmp_path):
+def test_the_combiner_is_an_image_built_once_from_this_checkout(services):
+    combiner = services["combiner"]
+    dockerfile = dockerfile_of(combiner)
+    assert dockerfile.is_file() and (REPO / combiner["build"]["context"]).resolve() == REPO
+    text = dockerfile.read_text(encoding="utf-8")
+    copied = re.findall(r"^COPY\s+\.\s+(\S+)$", text, re.M)
+    assert len(copied) == 1, "the checkout is copied into the image once"
+    installs = re.findall(r"pip install\s+\"?(\S+?)\"?(?:\s|$)", text)
+    assert installs == [f"{copied[0]}[simulate]"], installs
+    assert "simulate" in (importlib.metadata.metadata("modelstorage").get_all("Provides-Extra") or [])
+    assert not combiner.get("volumes"), "the image has the code: no checkout to mount"
+    # Starting it installs nothing.
+    assert not re.search(r"\bpip\b", " ".join(container_argv(combiner)))
+
+
+def test_the_combiner_image_is_built_from_what_the_package_needs_only():
+    ignored = [
+        line.strip()
+        for line in (REPO / "docker" / "combiner.Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def left_out(name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern.removeprefix("**/")) for pattern in ignored)
+
+    for needed in ("pyproject.toml", "README.md", "storage", "adapters"):
+        assert not left_out(needed), needed
+    for clutter in (".git", ".venv", ".hypothesis", "modelstorage.egg-info", "tests", "__pycache__"):
+        assert left_out(clutter), clutter
+
+
+def test_the_combiner_checks_the_store_then_runs_simulate_once_minio_is_ready(services, tmp_path):
     combiner = services["combiner"]
     assert combiner["depends_on"]["minio"]["condition"] == "service_healthy"
     assert combiner["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
-    mounts = [str(v).split(":") for v in combiner.get("volumes") or []]
-    assert [m for m in mounts if m[0] in (".", "./") and m[1:] == ["/src", "ro"]], f"no read-only checkout: {mounts}"
 
     calls = combiner_run(services, tmp_path)
-    installs = [c["argv"] for c in calls["pip"] if c["argv"][:1] == ["install"]]
-    assert len(installs) == 1, calls.get("pip")
-    target = [a for a in installs[0][1:] if not a.startswith("-")]
-    assert len(target) == 1 and target[0].endswith("[simulate]"), installs
-    assert "simulate" in (importlib.metadata.metadata("modelstorage").get_all("Provides-Extra") or [])
+    assert set(calls) == {"modelstorage"}, f"the combiner runs more than modelstorage at start: {sorted(calls)}"
     commands = [c["argv"] for c in calls["modelstorage"]]
     assert commands[-1][:1] == ["simulate"], commands
     assert commands[-1][1:] == [str(a) for a in combiner.get("command") or []], "arguments reach simulate"
     assert ["check"] in commands[:-1], "check the store before simulating"
+
+
+def test_a_stop_during_the_check_ends_the_combiner_once_the_check_is_done(services, tmp_path):
+    # Until it execs simulate, the entrypoint's shell is the container's PID 1, which gets no
+    # SIGTERM it has no handler for: without its trap, `docker stop` would wait for SIGKILL.
+    shims = Shims(tmp_path / "bin")
+    shims.add("modelstorage", "import time\nif sys.argv[1:] == ['check']:\n    time.sleep(1)\n")
+    proc = subprocess.Popen(
+        container_argv(services["combiner"]),
+        env=shims.env(**service_env(services["combiner"])),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while not shims.log.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the check is under way
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 143
+    assert [c["argv"] for c in shims.calls("modelstorage")] == [["check"]], "simulate ran after the stop"
 
 
 # -- the LocalStack init script ---------------------------------------------------------------------
@@ -627,8 +547,15 @@ def test_the_readme_says_where_the_minio_images_come_from(services):
     section = match[1]
     registry = split_image(services["minio"]["image"])[0].split("/", 1)[0]
     assert registry in section
-    assert "docker compose up" in section
     assert "endpoint_url=http://localhost:4566" in section
     # The host commands name the bucket compose makes.
     bucket = service_env(services["localstack"])["MODELSTORAGE_BUCKET"]
     assert f"minio://localhost:9000/{bucket}/" in section and f"s3://{bucket}/" in section
+
+
+def test_the_readme_runs_the_demo_so_that_it_returns_the_combiners_exit_code():
+    section = re.search(r"^## Local development\n(.*?)(?=^## )", README.read_text(encoding="utf-8"), re.S | re.M)[1]
+    commands = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("docker compose")]
+    assert "docker compose up --exit-code-from combiner" in commands
+    assert not [c for c in commands if c in ("docker compose up", "docker compose up -d")], "returns no verdict"
+    assert "docker compose --profile localstack up -d --wait localstack" in section, "how LocalStack is started"

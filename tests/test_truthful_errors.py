@@ -122,3 +122,26 @@ def test_a_write_denied_into_a_missing_bucket_says_the_bucket_is_missing(seaweed
         store = MinioModelStorage(seaweedfs_endpoint.netloc, missing, secure=False, **credentials)
     with pytest.raises(BucketNotFoundError, match="the URL option create_bucket=true"):
         store.put("m", b"weights", {"v": 1})
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("s3://models?endpoint_url=127.0.0.1:9000", "use the URL option endpoint_url=http://127.0.0.1:9000"),
+        ("minio://127.0.0.1:9/models/p?secure=false", "in the environment$"),
+        ("minio://127.0.0.1:9/models/p?secure=false&max_attempts=1", "nothing answers at that address"),
+    ],
+)
+def test_the_command_words_its_errors_for_the_command_line(url, says, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MINIO_"))}
+    if "max_attempts" in url:
+        env.update(MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s")
+    result = subprocess.run([sys.executable, "-m", "storage", "-u", url, "ls"], env=env, capture_output=True, text=True)
+    (line,) = result.stderr.strip().splitlines()
+    assert re.search(says, line), line
+    assert "pass " not in line and "=True" not in line and "=False" not in line

@@ -11,17 +11,21 @@ modules:
 - ``exits``: exit codes and ``CommandError``;
 - ``parser``: the command line: arguments, their types, help texts;
 - ``run``: parse, dispatch, and turn every outcome into an exit code;
+- ``signals``: SIGTERM and SIGHUP stop a command as Ctrl-C does;
 - ``commands``: what put, get, ls, meta, rm, purge, check and simulate do;
-- ``check``: the step-by-step probe behind ``check``;
+- ``check``: the step-by-step probe behind ``check``, per kind of store;
+- ``stores``: the store under a wrapper such as the read-through cache;
 - ``streams``: the reader and writer wrappers models pass through;
-- ``render``: everything drawn with rich: consoles, progress bars, tables;
-- ``fedavg``, ``simulate``, ``simulate_report``: the ``simulate`` command's
-  model format and FedAvg, its rounds, and its report.
+- ``render``: everything drawn with rich: consoles, progress bars, tables, log lines;
+- ``fedavg``, ``simulate``, ``simulate_report``, ``memory``: the ``simulate``
+  command's model format and FedAvg, its rounds, its report, and the memory
+  it needs.
 
 rich is an extra (``cli``), numpy another (``simulate``): ``import storage``
-needs neither. Of this package only this module and ``exits`` import without
-rich, so ``main`` can still say what is missing; numpy is imported only by
-``fedavg`` and ``simulate``, which ``simulate`` loads when it runs.
+needs neither. Of this package only this module, ``exits``, ``signals``,
+``streams``, ``stores`` and ``memory`` import without rich, so ``main`` can still say what
+is missing; numpy is imported only by ``fedavg`` and ``simulate``, which
+``simulate`` loads when it runs.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ with the same program name and exit code as every other usage error.
 
 from __future__ import annotations
 
+import signal
+
 from storage import (
     ConfigurationError,
     InvalidModelIdError,
@@ -22,7 +24,10 @@ EXIT_FAILED = 1  # the store or a local file failed, or simulate's aggregate did
 EXIT_USAGE = 2  # bad arguments, URL, model id or metadata: nothing was done
 EXIT_NOT_FOUND = 3
 EXIT_EXISTS = 4
-EXIT_INTERRUPTED = 130
+EXIT_SIGNAL_BASE = 128  # a command stopped by signal N exits 128 + N, as a shell reports it
+EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + signal.SIGINT  # 130: Ctrl-C
+EXIT_TERMINATED = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143: kill, docker stop, systemd, timeout
+EXIT_HANGUP = EXIT_SIGNAL_BASE + signal.SIGHUP  # 129: the terminal or the ssh session went away
 
 
 class CommandError(Exception):

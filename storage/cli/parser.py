@@ -17,15 +17,17 @@ from storage.cli.check import CHECK_EPILOG
 from storage.cli.exits import (
     EXIT_EXISTS,
     EXIT_FAILED,
+    EXIT_HANGUP,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     PROG,
     CommandError,
 )
 from storage.model import Metadata
-from storage.options import parse_quantity
+from storage.options import parse_quantity, parse_seconds
 from storage.registry import URL_ENV
 
 DESCRIPTION = f"""\
@@ -51,7 +53,9 @@ exit codes:
   {EXIT_NOT_FOUND}    a model was not found
   {EXIT_EXISTS}    put --no-overwrite: the model exists
   10-15 check: the step that failed (see modelstorage check --help)
-  {EXIT_INTERRUPTED}  interrupted"""
+  128+N stopped by signal N, after removing what it had begun to write (partial
+       files, open uploads, simulate's models): {EXIT_INTERRUPTED} Ctrl-C (SIGINT),
+       {EXIT_TERMINATED} SIGTERM (kill, docker stop, systemd, timeout), {EXIT_HANGUP} SIGHUP"""
 
 EXAMPLES = """\
 examples:
@@ -69,18 +73,31 @@ protocol (get_ptr(id).write(chunk) + set_model_metadata(id, 1) per chunk;
 then set_model_metadata(id, 0), flush, close). The combiner checks each
 update's status is OK (0), folds it into a running FedAvg weighted by the
 clients' example counts, streaming one update at a time (never all N in
-memory), stores global-round-R with metadata {"round", "contributors",
-"sha256"} and deletes the updates. Each aggregate is compared with a reference
-the clients fold in memory (numpy allclose). Models are stored as
-consecutive .npy records (what np.save writes), which stream both ways.
+memory), stores the round's global model with metadata {"round",
+"contributors", "sha256"} and deletes the updates. Each aggregate is compared
+with a reference the clients fold in memory (numpy allclose). Models are
+stored as consecutive .npy records (what np.save writes), which stream both
+ways.
 
-Reported per round: upload and download MiB/s over all clients, aggregation
-time and MiB/s, the aggregation's peak allocation (tracemalloc) and the
-process's peak RSS (resource.getrusage). The table goes to stdout, progress
-bars to stderr. Without --url it runs on the temp-file store.
+Every model a run writes is named sim-<run id>-... (global-round-R,
+round-R-client-K), with a random run id printed first: simulate never reads,
+replaces or deletes a model it did not write. Whatever way it ends (done, an
+error, Ctrl-C, SIGTERM, SIGHUP) it deletes what it wrote, and aborts what it
+had begun to write; --keep keeps the global models.
+
+Before it allocates anything, simulate compares the memory it will need with
+what the machine (or the container) has available, and refuses a run that
+does not fit.
+
+Reported per round, as the round ends: upload and download MiB/s over all
+clients, aggregation time and MiB/s, the aggregation's peak allocation
+(tracemalloc) and the process's peak RSS (resource.getrusage). The table goes
+to stdout, progress bars to stderr when it is a terminal. Without --url it
+runs on the temp-file store.
 
 exit codes: 0 every round matched; 1 a mismatch or a storage failure; 2 usage
-or numpy missing (pip install numpy)."""
+(--params too large for the memory available included) or numpy missing (pip
+install numpy); 128+N stopped by signal N, as every command."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,6 +121,36 @@ def _count(option: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{option} ")) from None
 
     return parse
+
+
+def _whole(option: str) -> Callable[[str], int]:
+    """A whole number >= 0 for ``option``."""
+
+    def parse(text: str) -> int:
+        try:
+            return parse_quantity(option, text)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{option} ")) from None
+
+    return parse
+
+
+def _seconds(option: str) -> Callable[[str], float]:
+    """A duration for ``option``: ``90``, ``15m``, ``2h``, ``7d``."""
+
+    def parse(text: str) -> float:
+        try:
+            return parse_seconds(option, text)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{option} ")) from None
+
+    return parse
+
+
+def _sha256(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-256 (64 hex digits, as sha256sum prints it)")
+    return text.lower()
 
 
 def _seed(text: str) -> int:
@@ -182,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     put = command("put", "store a model from a file or stdin")
     put.add_argument("id", metavar="ID", help="model id: 1-200 of A-Z a-z 0-9 . _ -, not starting with '.'")
-    put.add_argument("file", metavar="FILE", help="the model's bytes; - reads stdin")
+    put.add_argument("file", metavar="FILE", help="the model's bytes; - reads stdin (a pipe or a file, not a terminal)")
     put.add_argument(
         "--meta",
         metavar="KEY=VALUE",
@@ -198,7 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = command("get", "write a model to stdout or a file, verifying its SHA-256")
     get.add_argument("id", metavar="ID")
-    get.add_argument("-o", "--output", metavar="FILE", help="write here (replaced only when complete); default stdout")
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here (replaced only when complete; a folder, or a path ending in /, gets a file named ID); "
+        "default stdout",
+    )
 
     ls = command("ls", "list the models: id, size, sha256, modified time, metadata")
     ls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
@@ -219,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the metadata with this JSON value (an object, or e.g. FEDn's status 0); --set keys merge in",
     )
 
-    rm = command("rm", "delete models")
+    rm = command("rm", "delete models, saying which on stderr")
     rm.add_argument("ids", metavar="ID", nargs="+")
     rm.add_argument("-f", "--force", action="store_true", help=f"no error (exit {EXIT_NOT_FOUND}) for missing ids")
 
@@ -228,8 +281,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(
         "check",
-        "check the store step by step: endpoint, credentials, bucket, then write, read and delete a probe model",
+        "check the store step by step: what it needs (an object store's endpoint, credentials and bucket; "
+        "a folder that is writable), then write, read and delete a probe model",
         epilog=CHECK_EPILOG,
+    )
+
+    url = command("url", "a presigned URL: for a client to download a model, or (--put) to upload one itself")
+    url.add_argument("id", metavar="ID")
+    url.add_argument("--put", action="store_true", help="an upload plan: one PUT, or one per part (JSON on stdout)")
+    url.add_argument("--size", type=_whole("--size"), metavar="BYTES", help="with --put: the model's size")
+    url.add_argument("--sha256", type=_sha256, metavar="HEX", help="with --put: the model's SHA-256")
+    url.add_argument(
+        "--expires", type=_seconds("--expires"), default=900.0, metavar="AGE", help="valid this long (15m; up to 7d)"
+    )
+    url.add_argument("--json", action="store_true", help="the request as JSON (URL, method, headers, expiry)")
+
+    commit = command("commit", "make a model of what a client uploaded with a url --put plan, once it checks out")
+    commit.add_argument("id", metavar="ID")
+    commit.add_argument("--meta", metavar="KEY=VALUE", action="append", type=_key_value, help="as for put")
+    commit.add_argument("--meta-json", metavar="JSON", type=_json_value, help="as for put")
+    commit.add_argument("--no-overwrite", action="store_true", help=f"fail (exit {EXIT_EXISTS}) if the id is taken")
+
+    def selection(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--where",
+            metavar="KEY=VALUE",
+            action="append",
+            type=_key_value,
+            help="only models whose metadata has KEY=VALUE (repeatable; VALUE as for put --meta)",
+        )
+        sub.add_argument(
+            "--older-than", type=_seconds("--older-than"), metavar="AGE", help="last modified longer ago (7d, 12h)"
+        )
+
+    prune = command("prune", "delete the models a retention rule lets go, and what stale writes left behind")
+    prune.add_argument("--match", default="*", metavar="GLOB", help="only ids matching this pattern (global-*)")
+    selection(prune)
+    prune.add_argument("--keep-last", type=_whole("--keep-last"), metavar="N", help="of those, keep the N newest")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+
+    lifecycle = command(
+        "lifecycle",
+        "the bucket lifecycle rules that prune the store on the server side (expiry by age, and by metadata in "
+        "metadata=tags stores; incomplete uploads aborted), as JSON",
+    )
+    selection(lifecycle)
+    lifecycle.add_argument(
+        "--abort-uploads-after", type=_seconds("--abort-uploads-after"), metavar="AGE", help="default 1d"
+    )
+    lifecycle.add_argument(
+        "--apply", action="store_true", help="set them on the bucket (the bucket's other rules stay)"
     )
 
     simulate = command(
@@ -248,5 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(k, M, G are powers of 1000, Ki, Mi, Gi of 1024; 10M = 40 MB)",
     )
     simulate.add_argument("--seed", type=_seed, metavar="S", help="random seed, to repeat a run (default: random)")
-    simulate.add_argument("--keep", action="store_true", help="keep the global models global-round-0..R")
+    simulate.add_argument(
+        "--keep", action="store_true", help="keep the global models sim-<run id>-global-round-0..R (updates always go)"
+    )
     return parser

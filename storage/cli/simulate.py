@@ -7,7 +7,12 @@ A round is what a FEDn combiner does with its model storage:
    status protocol (``fedavg.FednUpload``).
 2. The combiner checks each update's status and folds it into a running
    FedAvg, one layer of one update at a time (``fedavg.aggregate_updates``).
-3. It stores the global model ``global-round-{r}`` and deletes the updates.
+3. It stores the round's global model and deletes the updates.
+
+Every id a run writes starts with ``sim-<run id>-`` (``RunModels``), a fresh
+random run id per run: a simulation never reads, replaces or deletes a model
+it did not write, and removes all it wrote when it ends, however it ends
+(unless ``--keep``, which keeps the global models).
 
 Every round's global model is compared with a reference FedAvg that the
 clients fold in memory from their own arrays, so a store that loses, mixes up
@@ -23,11 +28,11 @@ import logging
 import resource
 import secrets
 import sys
+import threading
 import time
 import tracemalloc
-import uuid
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,6 +64,50 @@ EXAMPLES_RANGE = (50, 1000)  # a client's example count, its FedAvg weight
 PHASES = ("download", "upload", "aggregate")
 
 
+# -- the run's models ------------------------------------------------------------------
+
+
+class RunModels:
+    """The ids of one run, all under ``sim-<run id>-``, and their removal when it ends.
+
+    Each id is recorded before its write starts, so ``remove`` also takes away
+    a write that was cut short (``delete`` aborts an open one).
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id or secrets.token_hex(6)
+        self.prefix = f"sim-{self.run_id}-"
+        self._written: list[str] = []
+        self._lock = threading.Lock()
+
+    def global_model(self, round_number: int) -> str:
+        return f"{self.prefix}global-round-{round_number}"
+
+    def update(self, round_number: int, client: int) -> str:
+        return f"{self.prefix}round-{round_number}-client-{client}"
+
+    def claim(self, model_id: str) -> str:
+        """Record ``model_id`` as this run's, before writing it."""
+        with self._lock:
+            if model_id not in self._written:
+                self._written.append(model_id)
+        return model_id
+
+    def remove(self, store: ModelStorage, keep: Sequence[str] = ()) -> None:
+        """Delete every model this run wrote or began to write, but those in ``keep``."""
+        with self._lock:
+            doomed = [model_id for model_id in self._written if model_id not in keep]
+        for model_id in doomed:
+            try:
+                store.delete(model_id)
+            except StorageError as exc:
+                logger.warning("could not delete %s: %s", model_id, exc)
+
+
+class RoundCancelled(Exception):
+    """A client stops: the round is over (another client failed, or the command was interrupted)."""
+
+
 # -- clients -------------------------------------------------------------------------
 
 
@@ -86,26 +135,45 @@ def train(layers: list[np.ndarray], rng: np.random.Generator) -> int:
     return int(rng.integers(low, high + 1))
 
 
-def run_client(
-    store: ModelStorage,
-    global_id: str,
-    spec: ModelSpec,
-    rng: np.random.Generator,
-    reference: FedAvg,
-    progress: Progress,
-    tasks: dict[str, int],
-) -> ClientResult:
+@dataclass(frozen=True)
+class RoundContext:
+    """What every client of one round shares."""
+
+    store: ModelStorage
+    global_id: str
+    spec: ModelSpec
+    reference: FedAvg
+    progress: Progress
+    tasks: dict[str, int]
+    stop: threading.Event
+    """Set when the round is over for everyone: each client stops at its next chunk."""
+
+    def advancing(self, phase: str) -> Callable[[int], None]:
+        """Moves ``phase``'s bar by each chunk, and ends the client once ``stop`` is set."""
+
+        def advance(nbytes: int) -> None:
+            if self.stop.is_set():
+                raise RoundCancelled
+            self.progress.advance(self.tasks[phase], nbytes)
+
+        return advance
+
+
+def run_client(round_: RoundContext, update_id: str, rng: np.random.Generator) -> ClientResult:
     """One client's round: download the global model, train, upload the update FEDn's way."""
+    store, global_id, spec = round_.store, round_.global_id, round_.spec
     started = time.perf_counter()
     with store.open(global_id, verify=True) as stream:
-        reader = ProgressReader(stream, lambda n: progress.advance(tasks["download"], n))
+        reader = ProgressReader(stream, round_.advancing("download"))
         layers = list(iter_layers(reader, spec, global_id))
     download = Transfer(reader.count, started, time.perf_counter())
 
     examples = train(layers, rng)
-    reference.fold(layers, examples)
+    if round_.stop.is_set():
+        raise RoundCancelled
+    round_.reference.fold(layers, examples)
 
-    upload = FednUpload(store, str(uuid.uuid4()), lambda n: progress.advance(tasks["upload"], n))
+    upload = FednUpload(store, update_id, round_.advancing("upload"))
     started = time.perf_counter()
     try:
         write_model(layers, upload)
@@ -129,6 +197,7 @@ class SimulationConfig:
     parameters: int = 10_000_000
     seed: int | None = None
     keep: bool = False
+    """Keep the global models (the updates, and whatever an interrupted round began, always go)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +224,7 @@ class SimulationReport:
     config: SimulationConfig
     seed: int
     spec: ModelSpec
+    run_id: str
     rounds: list[RoundReport]
     kept: list[str]
     seconds: float
@@ -162,10 +232,6 @@ class SimulationReport:
     @property
     def all_matched(self) -> bool:
         return len(self.rounds) == self.config.rounds and all(r.comparison.matched for r in self.rounds)
-
-
-def global_model_id(round_number: int) -> str:
-    return f"global-round-{round_number}"
 
 
 def _span(transfers: Sequence[Transfer]) -> tuple[int, float]:
@@ -195,24 +261,19 @@ def _traced_peak():
             tracemalloc.stop()
 
 
-def _run_clients(
-    store: ModelStorage,
-    global_id: str,
-    spec: ModelSpec,
-    rngs: list[np.random.Generator],
-    reference: FedAvg,
-    progress: Progress,
-    tasks: dict[str, int],
-) -> list[ClientResult]:
+def _run_clients(round_: RoundContext, update_ids: list[str], rngs: list[np.random.Generator]) -> list[ClientResult]:
+    """Every client of the round at once; the first failure (or an interrupt) stops the others."""
     with ThreadPoolExecutor(len(rngs), thread_name_prefix="client") as pool:
-        futures = [pool.submit(run_client, store, global_id, spec, rng, reference, progress, tasks) for rng in rngs]
-        wait(futures)
-    failures = [f.exception() for f in futures if f.exception() is not None]
+        futures = [pool.submit(run_client, round_, uid, rng) for uid, rng in zip(update_ids, rngs, strict=True)]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            # Nobody will aggregate this round: the others stop at their next chunk instead of
+            # finishing their uploads (the pool waits for them on its way out).
+            if not all(f.done() and f.exception() is None for f in futures):
+                round_.stop.set()
+    failures = [f.exception() for f in futures if not isinstance(f.exception(), (RoundCancelled, type(None)))]
     if failures:
-        for future in futures:  # the combiner will not aggregate this round: drop what arrived
-            if future.exception() is None:
-                with contextlib.suppress(StorageError):
-                    store.delete(future.result().update.model_id)
         raise failures[0]
     return [f.result() for f in futures]
 
@@ -226,8 +287,9 @@ def run_round(
     model_bytes: int,
     progress: Progress,
     tasks: dict[str, int],
+    models: RunModels,
 ) -> tuple[RoundReport, ModelStat]:
-    """One combiner round from ``global-round-{r-1}`` to ``global-round-{r}``."""
+    """One combiner round from the global model of round ``r-1`` to that of round ``r``."""
     total = config.clients * model_bytes
     for phase in PHASES:
         progress.reset(
@@ -235,8 +297,12 @@ def run_round(
         )
 
     reference = FedAvg(spec)
+    round_ = RoundContext(
+        store, models.global_model(round_number - 1), spec, reference, progress, tasks, threading.Event()
+    )
+    update_ids = [models.claim(models.update(round_number, client)) for client in range(config.clients)]
     rngs = [np.random.default_rng([seed, round_number, client]) for client in range(config.clients)]
-    results = _run_clients(store, global_model_id(round_number - 1), spec, rngs, reference, progress, tasks)
+    results = _run_clients(round_, update_ids, rngs)
     updates = [result.update for result in results]
 
     try:
@@ -245,7 +311,8 @@ def run_round(
             fedavg = aggregate_updates(store, updates, spec, lambda n: progress.advance(tasks["aggregate"], n))
             aggregate = fedavg.result()
             del fedavg  # the float64 sums; the float32 result is what is stored
-            stat = store_global_model(store, global_model_id(round_number), aggregate, round_number, len(updates))
+            global_id = models.claim(models.global_model(round_number))
+            stat = store_global_model(store, global_id, aggregate, round_number, len(updates))
             aggregation_seconds = time.perf_counter() - started
             aggregation_peak = traced_peak()
     finally:
@@ -271,23 +338,37 @@ def run_round(
     return report, stat
 
 
-def run_simulation(store: ModelStorage, config: SimulationConfig, progress: Progress) -> SimulationReport:
-    """Seed ``global-round-0``, run ``config.rounds`` rounds, clean up unless ``config.keep``."""
+def run_simulation(
+    store: ModelStorage,
+    config: SimulationConfig,
+    progress: Progress,
+    *,
+    models: RunModels | None = None,
+    on_round: Callable[[RoundReport], None] = lambda report: None,
+) -> SimulationReport:
+    """Seed the global model of round 0, run ``config.rounds`` rounds, reporting each to ``on_round`` as it ends.
+
+    Whatever way this ends (success, a failure, an interrupt), every model
+    the run wrote or began is removed, but for the global models when
+    ``config.keep``.
+    """
     if config.clients < 1 or config.rounds < 1:
         raise ValueError("a simulation needs at least one client and one round")
+    models = models or RunModels()
     spec = ModelSpec.with_parameters(config.parameters)
     seed = config.seed if config.seed is not None else secrets.randbits(32)
     started = time.perf_counter()
-    written: list[str] = []
+    global_models: list[str] = []
     reports: list[RoundReport] = []
-    # Hidden until the first round starts: seeding global-round-0 has nothing to show.
+    # Hidden until the first round starts: seeding the first global model has nothing to show.
     tasks = {phase: progress.add_task(phase, total=None, visible=False) for phase in PHASES}
     try:
-        stat = store_global_model(store, global_model_id(0), initial_model(spec, np.random.default_rng([seed])), 0, 0)
-        written.append(stat.model_id)
+        first = models.claim(models.global_model(0))
+        stat = store_global_model(store, first, initial_model(spec, np.random.default_rng([seed])), 0, 0)
+        global_models.append(stat.model_id)
         for round_number in range(1, config.rounds + 1):
-            report, stat = run_round(store, spec, config, seed, round_number, stat.size, progress, tasks)
-            written.append(stat.model_id)
+            report, stat = run_round(store, spec, config, seed, round_number, stat.size, progress, tasks, models)
+            global_models.append(stat.model_id)
             reports.append(report)
             logger.info(
                 "round %d: %s, aggregated in %.2fs",
@@ -295,19 +376,16 @@ def run_simulation(store: ModelStorage, config: SimulationConfig, progress: Prog
                 "matched" if report.comparison.matched else "MISMATCH",
                 report.aggregation_seconds,
             )
+            on_round(report)
     finally:
-        if not config.keep:
-            for model_id in written:
-                try:
-                    store.delete(model_id)
-                except StorageError as exc:
-                    logger.warning("could not delete %s: %s", model_id, exc)
+        models.remove(store, keep=global_models if config.keep else ())
     return SimulationReport(
         store=repr(store),
         config=config,
         seed=seed,
         spec=spec,
+        run_id=models.run_id,
         rounds=reports,
-        kept=written if config.keep else [],
+        kept=global_models if config.keep else [],
         seconds=time.perf_counter() - started,
     )

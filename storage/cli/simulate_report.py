@@ -1,27 +1,33 @@
-"""The ``simulate`` report on stdout: one table row per round, what the columns mean, a verdict."""
+"""The ``simulate`` report on stdout: a heading, one table row per round as it ends, what the columns mean, a verdict.
+
+Rows are fixed-width lines printed as their round ends (rich's tables are
+drawn whole, only once the last row is known), so a pipe, a CI log or
+``docker compose logs`` shows each round when it happens.
+"""
 
 from __future__ import annotations
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from storage.cli.fedavg import ATOL, RTOL
 from storage.cli.render import print_plain
-from storage.cli.simulate import SimulationReport
+from storage.cli.simulate import RoundReport, SimulationConfig, SimulationReport
 
 MiB = 1024 * 1024
 
-HEADERS = (
-    "round",
-    "model\nMiB",
-    "upload\nMiB/s",
-    "agg.\ns",
-    "agg.\nMiB/s",
-    "download\nMiB/s",
-    "agg. mem\nMiB",
-    "peak RSS\nMiB",
+# (first header line, second header line); each column as wide as its widest header line.
+COLUMNS = (
+    ("round", ""),
+    ("model", "MiB"),
+    ("upload", "MiB/s"),
+    ("agg.", "s"),
+    ("agg.", "MiB/s"),
+    ("download", "MiB/s"),
+    ("agg. mem", "MiB"),
+    ("peak RSS", "MiB"),
 )
+WIDTHS = tuple(max(len(top), len(bottom), 6) for top, bottom in COLUMNS)
+GAP = "  "
 NOTES = (
     "upload, download: bytes of all clients / wall time from the first start to the last end",
     "agg.: the combiner reading the updates, FedAvg, storing the global model",
@@ -38,32 +44,40 @@ def _rate(nbytes: int, seconds: float) -> str:
     return f"{nbytes / MiB / seconds:,.0f}" if seconds > 0 else "-"
 
 
-def render_report(report: SimulationReport, console: Console) -> None:
-    """The per-round table, what its columns mean, and a one-line verdict, on ``console`` (stdout)."""
-    config = report.config
+def _line(cells: tuple[str, ...], last: str) -> str:
+    return (GAP.join(cell.rjust(width) for cell, width in zip(cells, WIDTHS, strict=True)) + GAP + last).rstrip()
+
+
+def print_heading(console: Console, config: SimulationConfig, parameters: int, run_id: str, store: str) -> None:
+    """What is about to run, and the table's header, before the first round starts."""
     print_plain(
         console,
-        f"{config.rounds} round(s) x {config.clients} client(s), {report.spec.parameters:,} float32 parameters, "
-        f"seed {report.seed}, on {report.store}",
+        f"{config.rounds} round(s) x {config.clients} client(s), {parameters:,} float32 parameters, "
+        f"seed {config.seed}, run {run_id} (models sim-{run_id}-*), on {store}",
     )
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for header in HEADERS:
-        table.add_column(header, justify="right")
-    table.add_column("result")
-    for r in report.rounds:
-        table.add_row(
-            str(r.round_number),
-            _mib(r.model_bytes),
-            _rate(r.upload_bytes, r.upload_seconds),
-            f"{r.aggregation_seconds:.2f}",
-            _rate(r.aggregation_bytes, r.aggregation_seconds),
-            _rate(r.download_bytes, r.download_seconds),
-            _mib(r.aggregation_peak_bytes),
-            _mib(r.rss_high_water_bytes),
-            "match" if r.comparison.matched else "MISMATCH",
-            style=None if r.comparison.matched else "bold red",
-        )
-    console.print(table)
+    print_plain(console, _line(tuple(top for top, _ in COLUMNS), ""))
+    print_plain(console, _line(tuple(bottom for _, bottom in COLUMNS), "result"))
+    print_plain(console, _line(tuple("-" * width for width in WIDTHS), "-" * 8))
+
+
+def print_round(console: Console, r: RoundReport) -> None:
+    """One round's row."""
+    cells = (
+        str(r.round_number),
+        _mib(r.model_bytes),
+        _rate(r.upload_bytes, r.upload_seconds),
+        f"{r.aggregation_seconds:.2f}",
+        _rate(r.aggregation_bytes, r.aggregation_seconds),
+        _rate(r.download_bytes, r.download_seconds),
+        _mib(r.aggregation_peak_bytes),
+        _mib(r.rss_high_water_bytes),
+    )
+    matched = r.comparison.matched
+    print_plain(console, _line(cells, "match" if matched else "MISMATCH"), style=None if matched else "bold red")
+
+
+def print_summary(console: Console, report: SimulationReport) -> None:
+    """What the columns mean, and a one-line verdict."""
     for note in NOTES:
         print_plain(console, f"  {note}", style="dim")
     matched = sum(r.comparison.matched for r in report.rounds)
@@ -71,7 +85,7 @@ def render_report(report: SimulationReport, console: Console) -> None:
     verdict = "matched" if report.all_matched else "did NOT all match"
     print_plain(
         console,
-        f"{matched}/{config.rounds} rounds' aggregates {verdict} the in-memory FedAvg reference "
+        f"{matched}/{report.config.rounds} rounds' aggregates {verdict} the in-memory FedAvg reference "
         f"(rtol {RTOL:g}, atol {ATOL:g}; largest difference {worst:.3g}); {report.seconds:.1f} s in all",
     )
     if report.kept:

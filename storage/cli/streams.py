@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -61,17 +61,21 @@ def copy_stream(reader, writer, advance: Callable[[int], None]) -> None:
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[BinaryIO]:
-    """A file that replaces ``path`` only when complete, so a failed get leaves no partial model."""
+    """A file that replaces ``path`` only when complete, so a failed or interrupted get leaves no partial model.
+
+    The temporary file's name (48 random bits) is chosen before it is created,
+    not by mkstemp, so an interrupt that arrives just after its creation,
+    before its name came back, still finds it to remove.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None  # name the file the user asked for
-    try:
+        try:
+            # 0o666 less the umask: what a plain download gets.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None  # name the file the user asked for
         with os.fdopen(fd, "wb") as f:
             yield f
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a plain download gets
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
