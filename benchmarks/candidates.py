@@ -9,6 +9,7 @@ Every candidate keeps its keys under its own prefix of the run prefix.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -122,6 +123,39 @@ class MinioObjects(Candidate):
 
     def delete(self, key):
         self.minio.remove_object(self.bucket, self.prefix + key)
+
+
+SIDECAR_LIKE = json.dumps(
+    {"sha256": "0" * 64, "metadata": {"status": 0, "round": "0"}, "write": "0" * 32}, separators=(",", ":")
+).encode()
+"""A JSON object of a sidecar's size (the model's SHA-256, its metadata, a write token)."""
+
+
+@dataclass
+class TwoPuts(Candidate):
+    """The model, then a small JSON object beside it: two raw PUTs, what a sidecar put is held to."""
+
+    inner: Candidate = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def put(self, key, data, metadata=None):
+        self.inner.put(key, data, metadata)
+        self.inner.put(key + ".json", SIDECAR_LIKE)
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def delete(self, key):
+        self.inner.delete(key)
+        self.inner.delete(key + ".json")
+
+
+def two_put_baselines(candidates: list[Candidate]) -> list[Candidate]:
+    """Per SDK, its one-request raw call made twice (model, then JSON)."""
+    found = []
+    for c in candidates:
+        if c.raw and type(c) in (Boto3Objects, MinioObjects):
+            found.append(TwoPuts(f"{c.name.split()[0]} put_object x2 (model, JSON)", c.sdk, True, c))
+    return found
 
 
 @dataclass

@@ -8,14 +8,24 @@ not reported (None) rather than guessed.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
+
+MIN_SECONDS = 0.05
+"""A sample repeats a call until this much time has passed: one fast call is too short to time alone."""
+
+RESULT_MARK = "benchmark-result: "
+"""Starts the line a child process reports on; anything else it prints (a library's log) is ignored."""
 
 
 def _status_kib(field: str) -> int | None:
@@ -92,6 +102,38 @@ def timed(fn: Callable[..., Any], *args: Any, track_memory: bool = True, server_
     server = None if server_before is None or server_after is None else server_after - server_before
     peak = peak_rss() if before is not None else None
     return Timed(seconds, None if peak is None or before is None else max(0, peak - before), cpu, server, result)
+
+
+def repeated(call: Callable[..., Any], *args: Any) -> tuple[int, Any]:
+    """(calls made, last result): ``call`` run until MIN_SECONDS have passed, at least once."""
+    started, calls, result = time.perf_counter(), 0, None
+    while True:
+        result = None  # the previous model is freed before the next call, not held beside it
+        result = call(*args)
+        calls += 1
+        if time.perf_counter() - started >= MIN_SECONDS:
+            return calls, result
+
+
+def run_child(module: str, job: dict, python: str | None = None) -> dict:
+    """Run ``python -m module`` (this interpreter by default) with ``job`` as JSON on stdin, from the
+    repository root, and return what it reported. Credentials in a job never go on a command line."""
+    proc = subprocess.run(
+        [python or sys.executable, "-m", module],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],  # where benchmarks/ is importable
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} {job.get('kind')} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT_MARK) :])
+
+
+def report_to_parent(result: dict) -> None:
+    print(RESULT_MARK + json.dumps(result), flush=True)
 
 
 def median(values: list[float]) -> float:

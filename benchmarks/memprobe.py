@@ -16,14 +16,12 @@ from __future__ import annotations
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 from benchmarks.endpoint import Target
-from benchmarks.measure import MiB, peak_rss, reset_peak, rss
+from benchmarks.measure import MiB, peak_rss, report_to_parent, reset_peak, rss, run_child
 
 
 def _phase(fn) -> dict:
@@ -87,23 +85,12 @@ def memory(job: dict) -> dict:
 
 def run(job: dict) -> dict:
     """Run ``job`` in a child process and return its result."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memprobe"],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],  # where benchmarks/ is importable
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory probe {job['kind']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.memprobe", job)
 
 
 def main() -> None:
     job = json.loads(sys.stdin.read())
-    result = {"stream": stream, "memory": memory}[job["kind"]](job)
-    print(json.dumps(result))
+    report_to_parent({"stream": stream, "memory": memory}[job["kind"]](job))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmarks.candidates import BOTO3, FILE, MEMORY, MINIO, Candidate
 from benchmarks.measure import MiB, size_label
 from benchmarks.requestcount import RequestCount
+from benchmarks.scenarios import PHASES, CallRate, FanoutSummary, RoundSummary
 from benchmarks.targets import Rates, Verdict
 from benchmarks.throughput import Summary
 
@@ -43,7 +44,10 @@ def throughput_tables(summaries: list[Summary], candidates: list[Candidate]) -> 
                 ratio = f" ({s.mib_per_s / base[1]:.2f}x)" if base else ""
                 row.append(f"{s.mib_per_s:.0f}{ratio} ±{s.spread * 50:.0f}%")
             rows.append(row)
-        out.append(f"**{op}** — MiB/s, median; (ratio); ±half the max-min spread of the repeats\n")
+        out.append(
+            f"**{op}** — MiB/s, median; (ratio to the best raw call of the same SDK; local stores: to plain "
+            "files); ±half the max-min spread of the repeats\n"
+        )
         out.append(_table(["candidate"] + [size_label(s) for s in rates.sizes], rows))
         out.append("")
     rows = []
@@ -116,6 +120,57 @@ def streams_table(streams: dict[str, dict], size: int) -> str:
     return _table(["store", f"{size_label(size)} phase", "MiB/s", "peak RSS growth, MiB"], rows)
 
 
+def calls_table(rates: list[CallRate], fedn: str | None) -> str:
+    """Each store's MiB/s per size and direction, and its ratio to FEDn's TempModelStorage."""
+    by = {(r.store, r.op, r.size): r for r in rates}
+    sizes = sorted({r.size for r in rates})
+    rows = []
+    for store in dict.fromkeys(r.store for r in rates):
+        for op in ("put", "get"):
+            row = [store, "put via get_ptr" if op == "put" else "get"]
+            for size in sizes:
+                r, base = by.get((store, op, size)), by.get((fedn, op, size))
+                if r is None:
+                    row.append("")
+                    continue
+                ratio = f" ({r.mib_per_s / base.mib_per_s:.2f}x)" if base else ""
+                row.append(f"{r.mib_per_s:.0f}{ratio} ±{r.spread * 50:.0f}%, {r.client_cpu_per_gib:.2f} s/GiB")
+            rows.append(row)
+    return _table(["store", "call"] + [size_label(s) for s in sizes], rows)
+
+
+def _mib(n: int) -> str:
+    return f"{n / MiB:.0f}"
+
+
+def round_table(summaries: list[RoundSummary]) -> str:
+    rows = []
+    for r in summaries:
+        cpu = f"{r.client_cpu:.1f}" + ("" if r.server_cpu is None else f" + {r.server_cpu:.1f}")
+        rows.append(
+            [r.store]
+            + [f"{r.phase_seconds[p]:.2f}" for p in PHASES]
+            + [f"{r.seconds:.2f} ±{r.spread * 50:.0f}%", cpu, str(r.requests), _mib(r.bytes_up), _mib(r.bytes_down)]
+            + [str(r.model_gets)]
+        )
+    header = ["store"] + [f"{p} s" for p in PHASES]
+    header += ["round s", "CPU s (client + server)", "requests", "MiB up", "MiB down", "model GETs"]
+    return _table(header, rows)
+
+
+def fanout_table(summaries: list[FanoutSummary]) -> str:
+    rows = []
+    for f in summaries:
+        cpu = f"{f.client_cpu:.2f}" + ("" if f.server_cpu is None else f" + {f.server_cpu:.2f}")
+        gets = "/".join(str(n) for n in sorted(set(f.model_gets)))
+        rows.append(
+            [f.store, f"{f.seconds:.2f} ±{f.spread * 50:.0f}%", f"{f.mib_per_s:.0f}", gets]
+            + [_mib(f.model_bytes_down), str(f.requests), cpu]
+        )
+    header = ["store", "wall s", "MiB/s delivered", "model GETs", "model MiB down", "requests", "CPU s"]
+    return _table(header, rows)
+
+
 def verdicts_list(verdicts: list[Verdict]) -> str:
     return "\n".join(f"- **{'PASS' if v.passed else 'FAIL'}** {v.target}: {v.detail}" for v in verdicts)
 
@@ -157,6 +212,32 @@ def plot(summaries: list[Summary], candidates: list[Candidate], path: Path) -> b
     handles, labels = axes[0].get_legend_handles_labels()  # the put panel has every candidate
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, title="dashed: raw SDK call / plain file")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def round_plot(summaries: list[RoundSummary], title: str, path: Path) -> bool:
+    """The round's wall time per store, split by phase; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(summaries) + 2.2))
+    names = [r.store for r in summaries][::-1]
+    left = [0.0] * len(names)
+    for phase, colour in zip(PHASES, ("#3182bd", "#fd8d3c", "#74c476"), strict=True):
+        widths = [r.phase_seconds[phase] for r in summaries][::-1]
+        ax.barh(names, widths, left=left, color=colour, label=phase)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_xlabel("seconds (median per phase)")
+    ax.set_title(title)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=len(PHASES))
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

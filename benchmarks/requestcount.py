@@ -1,77 +1,21 @@
-"""HTTP requests per ModelStorage operation, counted rather than timed.
-
-Both SDKs send every request through urllib3's ``HTTPConnectionPool.urlopen``
-(botocore directly, the MinIO SDK through its PoolManager), so counting calls
-there counts what goes on the wire, including anything an SDK adds on its own.
-The SDKs' retries are off in the adapters, so no request is counted twice.
-"""
+"""HTTP requests per ModelStorage operation, counted rather than timed (``benchmarks.wire``)."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
-
-from urllib3.connectionpool import HTTPConnectionPool
 
 from benchmarks.candidates import BOTO3, MINIO, adapter_store
 from benchmarks.endpoint import Target
 from benchmarks.measure import KiB, MiB
+from benchmarks.wire import counting
 from storage import ModelStorage
 
 DELETE_BATCH = 1000  # S3's DeleteObjects and ListObjectsV2 page size
-
-
-def operation_name(method: str, url: str) -> str:
-    """The S3 operation a request is, from its method and query string."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    object_level = parts.path.strip("/").count("/") >= 1  # /bucket/key vs /bucket
-    if method == "GET":
-        if "tagging" in query:
-            return "GetObjectTagging"
-        return "GetObject" if object_level else "ListObjects"
-    if method == "HEAD":
-        return "HeadObject" if object_level else "HeadBucket"
-    if method == "PUT":
-        if "partNumber" in query:
-            return "UploadPart"
-        return "PutObjectTagging" if "tagging" in query else "PutObject"
-    if method == "POST":
-        if "uploads" in query:
-            return "CreateMultipartUpload"
-        if "uploadId" in query:
-            return "CompleteMultipartUpload"
-        return "DeleteObjects" if "delete" in query else "POST"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
-    return method
-
-
-@contextlib.contextmanager
-def counting() -> Iterator[Counter]:
-    """Count every urllib3 request made while the block runs, by S3 operation."""
-    counts: Counter = Counter()
-    lock = threading.Lock()
-    original = HTTPConnectionPool.urlopen
-
-    def urlopen(self, method, url, *args, **kwargs):
-        with lock:
-            counts[operation_name(method, url)] += 1
-        return original(self, method, url, *args, **kwargs)
-
-    HTTPConnectionPool.urlopen = urlopen
-    try:
-        yield counts
-    finally:
-        HTTPConnectionPool.urlopen = original
 
 
 @dataclass(frozen=True)
@@ -81,14 +25,14 @@ class RequestCount:
     requests: int
     breakdown: str
     expected: int | None
-    """The most requests the operation should need; None where the brief sets no bound."""
+    """The most requests the operation should need; None where no bound is set."""
 
 
 def _measure(name: str, operation: str, expected: int | None, action: Callable[[], object]) -> RequestCount:
-    with counting() as counts:
+    with counting() as traffic:
         action()
-    breakdown = ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
-    return RequestCount(name, operation, sum(counts.values()), breakdown, expected)
+    breakdown = ", ".join(f"{op} {n}" for op, n in sorted(traffic.requests.items()))
+    return RequestCount(name, operation, traffic.total, breakdown, expected)
 
 
 def _plant(target: Target, store: ModelStorage, n: int, sidecar: bool) -> None:

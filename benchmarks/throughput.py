@@ -2,7 +2,8 @@
 
 Noise control on a shared machine: candidates are interleaved (every repeat
 runs each candidate once, in an order rotated by one each repeat, so none
-always runs first or right after the heaviest), the heap is collected before
+always runs first; a rotation keeps each candidate's predecessor, except for
+the one that runs first), the heap is collected before
 each timed call, every candidate is warmed up first (connections, lazily
 built clients), and the report uses the median of the repeats together with
 their spread.
@@ -17,11 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.candidates import BOTO3, MINIO, Candidate
-from benchmarks.measure import GiB, KiB, MiB, Timed, median, size_label, spread, timed
+from benchmarks.measure import GiB, KiB, MiB, Timed, median, repeated, size_label, spread, timed
 
 SMALL = 64 * KiB
-MIN_SECONDS = 0.05
-"""A sample repeats a call until this much time has passed: one fast call is too short to time alone."""
 
 
 @dataclass(frozen=True)
@@ -66,17 +65,6 @@ def _same(result: object, data: bytes) -> bool:
         return view == data
 
 
-def _repeated(call, *args) -> tuple[int, object]:
-    """(calls made, last result): ``call`` run until MIN_SECONDS have passed, at least once."""
-    started, calls, result = time.perf_counter(), 0, None
-    while True:
-        result = None  # the previous model is freed before the next call, not held beside it
-        result = call(*args)
-        calls += 1
-        if time.perf_counter() - started >= MIN_SECONDS:
-            return calls, result
-
-
 class _NewKeys:
     """Puts under a new key each call, as a combiner stores each update under a new uuid:
     overwriting one key would time truncation and replace-by-rename, which real workloads rarely do."""
@@ -115,9 +103,9 @@ def run_sizes(
             log(f"  {size_label(size)}: repeat {rep + 1}/{repeats(size)}")
             for candidate in _rotated(candidates, rep):
                 written = _NewKeys(candidate, f"model-{size}-{rep}")
-                put = timed(_repeated, written.put, data, server_pid=server_pid)
+                put = timed(repeated, written.put, data, server_pid=server_pid)
                 samples.append(_sample(candidate, "put", size, put))
-                got = timed(_repeated, candidate.get, written.keys[-1], server_pid=server_pid)
+                got = timed(repeated, candidate.get, written.keys[-1], server_pid=server_pid)
                 if not _same(got.result[1], data):
                     raise AssertionError(f"{candidate.name} returned other bytes than it was given")
                 samples.append(_sample(candidate, "get", size, got))
@@ -127,7 +115,7 @@ def run_sizes(
 
 
 def _sample(candidate: Candidate, op: str, size: int, t: Timed) -> Sample:
-    """Per-call figures of a timed ``_repeated`` run."""
+    """Per-call figures of a timed ``repeated`` run."""
     calls = t.result[0]
     # Local stores do not use the server: its CPU during their calls is someone else's.
     server_cpu = t.server_cpu / calls if t.server_cpu is not None and candidate.sdk in (BOTO3, MINIO) else None

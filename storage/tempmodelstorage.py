@@ -43,6 +43,11 @@ from storage.modelstorage import ModelStorage
 from storage.options import StorageURL, parse_bool, reject_unknown
 from storage.process import ProcessLocal
 
+try:
+    import fcntl
+except ImportError:  # no flock here (Windows): changes are serialised among the threads of one process only
+    fcntl = None  # type: ignore[assignment]
+
 logger = logging.getLogger("modelstorage")
 
 _RECORD_SUFFIX = ".meta.json"
@@ -107,6 +112,29 @@ class TempModelStorage(ModelStorage):
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             except FileExistsError:
                 raise ConfigurationError(f"{self.directory} exists and is not a folder; name a folder") from None
+
+    @contextlib.contextmanager
+    def _changing(self, action: str):
+        """Held while a model's file and record change, so they change together.
+
+        A commit is two renames (bytes, then record); two processes committing
+        one id at once could otherwise leave one's record beside the other's
+        bytes. ``flock`` on the folder itself orders them without a lock file.
+        """
+        with self._lock.get(), _os_errors(action):
+            if fcntl is None:
+                yield
+                return
+            fd = os.open(self._root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                with contextlib.suppress(OSError):  # a file system without flock (some NFS): threads only
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                # Unlocked explicitly: a child forked meanwhile shares this descriptor and would keep the lock.
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     def __repr__(self) -> str:
         return f"TempModelStorage({str(self.directory)!r}, fsync={self.fsync})"
@@ -217,7 +245,7 @@ class TempModelStorage(ModelStorage):
         return {} if record is None else record.get("metadata", {})
 
     def _write_metadata(self, model_id: str, value: Metadata) -> None:
-        with self._lock.get(), _os_errors(f"write metadata of model {model_id!r}"):
+        with self._changing(f"write metadata of model {model_id!r}"):
             st = self._model_version(model_id)
             if st is None:
                 raise ModelNotFoundError(f"model {model_id!r} not found in {self.directory}")
@@ -226,7 +254,7 @@ class TempModelStorage(ModelStorage):
             self._write_record(model_id, record.get("version"), record.get("sha256"), value)
 
     def _delete(self, model_id: str) -> bool:
-        with self._lock.get(), _os_errors(f"delete model {model_id!r}"):
+        with self._changing(f"delete model {model_id!r}"):
             removed = self._model_version(model_id) is not None
             if removed:
                 try:
@@ -249,7 +277,7 @@ class TempModelStorage(ModelStorage):
 
     def _delete_all(self) -> None:
         """Remove this store's models, their records and its leftover partial writes; nothing else."""
-        with self._lock.get():
+        with self._changing(f"empty {self.directory}"):
             files = self._files()
             ours = {name for name in files if _is_record_or_part(name)}
             ours |= {name for name in files if is_model_id(name) and f".{name}{_RECORD_SUFFIX}" in files}
@@ -273,7 +301,7 @@ class TempModelStorage(ModelStorage):
         self, model_id: str, tmp: str, st: os.stat_result, overwrite: bool, sha256: str, metadata: Metadata
     ) -> None:
         target = self._model_path(model_id)
-        with self._lock.get(), _os_errors(f"commit model {model_id!r}"):
+        with self._changing(f"commit model {model_id!r}"):
             # The record is written before the model moves into place, so a
             # full disk (or a crash) while writing it leaves the previous
             # version as it was; what remains are two renames.

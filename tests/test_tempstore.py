@@ -274,6 +274,35 @@ def test_a_child_forked_after_large_writes_writes_large_models_too(store, folder
     assert store.get("child", verify=True).getvalue() == data
 
 
+def _put_model(folder: str, model_id: str, data: bytes) -> None:
+    TempModelStorage(folder).put(model_id, data)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_two_processes_committing_one_id_leave_bytes_and_record_that_belong_together(store, folder, monkeypatch):
+    """A commit is two renames; another process's whole commit must not fit between them."""
+    import multiprocessing
+
+    parent, model_path = os.getpid(), str(folder / "m")
+    real_replace, children = os.replace, []
+
+    def replace_then_let_another_process_commit(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if os.getpid() == parent and os.fspath(dst) == model_path and not children:
+            child = multiprocessing.get_context("fork").Process(target=_put_model, args=(str(folder), "m", b"child"))
+            children.append(child)
+            child.start()
+            child.join(timeout=1.5)  # it finishes here unless our commit holds it off
+
+    monkeypatch.setattr(os, "replace", replace_then_let_another_process_commit)
+    store.put("m", b"parent")
+    monkeypatch.undo()
+    children[0].join(timeout=60)
+    assert children[0].exitcode == 0
+    assert store.stat("m").changed is False
+    assert store.get("m", verify=True).getvalue() == b"child"
+
+
 def test_a_large_model_written_while_the_interpreter_exits_is_committed(folder):
     """An atexit handler may store a last model; the hashing threads are gone by then."""
     import subprocess

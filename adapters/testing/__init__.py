@@ -3,7 +3,7 @@
 Nothing here is imported by the stores themselves; tests, benchmarks and your
 own test suites start a server with, for example::
 
-    from adapters.testing.servers import SeaweedFSServer
+    from adapters.testing.seaweedfs import SeaweedFSServer
 
     with SeaweedFSServer() as endpoint:
         store = S3ModelStorage("models", endpoint_url=endpoint.endpoint_url, ...)

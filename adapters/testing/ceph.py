@@ -31,6 +31,7 @@ from adapters.testing.servers import (
     DEFAULT_REGION,
     S3Endpoint,
     ServerStartError,
+    TestServer,
     free_ports,
     set_pdeathsig,
     tail,
@@ -134,7 +135,7 @@ def free_port_block(n: int, low: int = 10000, high: int = 32000) -> int:
     raise ServerStartError(f"no {n} consecutive free ports between {low} and {high}")
 
 
-class CephRGWServer:
+class CephRGWServer(TestServer):
     """A throw-away Ceph cluster (monitor, in-memory OSD, RADOS Gateway) serving S3 on 127.0.0.1."""
 
     OSD_PORTS = 12  # it binds 4; Ceph skips ports taken since we checked, so leave it some to skip to
@@ -152,30 +153,24 @@ class CephRGWServer:
         start_attempts: int = 3,
         https: bool = False,
     ) -> None:
-        self.access_key = access_key or "CEPH" + uuid.uuid4().hex[:16].upper()
-        self.secret_key = secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8]
-        self.region = region
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
+        super().__init__(
+            access_key=access_key or "CEPH" + uuid.uuid4().hex[:16].upper(),
+            secret_key=secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8],
+            region=region,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            base_dir=base_dir,
+            start_attempts=start_attempts,
+        )
         self.memstore_mb = memstore_mb
         """The size the OSD reports; writes fail once 95% is used. The data itself is held in RAM."""
-        self.base_dir = base_dir
-        self.start_attempts = start_attempts
         self.https = https
         """Serve S3 over TLS too (a certificate made here for 127.0.0.1); the endpoint is then HTTPS."""
-        self.workdir: Path | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # daemon name -> process, in start order
         self.logs: dict[str, Path] = {}
         self.ports: dict[str, int] = {}
-        self.endpoint: S3Endpoint | None = None
         self._tools: dict[str, str] = {}
         self._deadline = 0.0
-
-    def __enter__(self) -> S3Endpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> S3Endpoint:
         self._tools = find_ceph_tools()
@@ -330,9 +325,3 @@ class CephRGWServer:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        self._terminate()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None

@@ -22,7 +22,15 @@ import urllib.request
 from pathlib import Path
 
 import adapters
-from adapters.testing.servers import DEFAULT_REGION, S3Endpoint, ServerStartError, free_ports, set_pdeathsig, tail
+from adapters.testing.servers import (
+    DEFAULT_REGION,
+    S3Endpoint,
+    ServerStartError,
+    TestServer,
+    free_ports,
+    set_pdeathsig,
+    tail,
+)
 
 INSTALL_COMMAND = "bash .ci/install-localstack.sh"
 DEFAULT_VENV = Path.home() / ".cache" / "modelstorage" / "localstack-venv"
@@ -52,7 +60,7 @@ def find_localstack_python(python: str | None = None) -> str:
     )
 
 
-class LocalStackServer:
+class LocalStackServer(TestServer):
     """A throw-away LocalStack (S3 only) on 127.0.0.1 and a free port.
 
     Data lives in a temp dir removed on :meth:`stop`, except that LocalStack spills objects over
@@ -80,26 +88,20 @@ class LocalStackServer:
         self.python = python
         self.bucket = bucket
         """Passed to the hooks as ``MODELSTORAGE_BUCKET``; reported in ``extra["bucket"]`` if they made it."""
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.region = region
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self.base_dir = base_dir
-        self.start_attempts = start_attempts
+        super().__init__(
+            access_key=access_key,
+            secret_key=secret_key,
+            region=region,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            base_dir=base_dir,
+            start_attempts=start_attempts,
+        )
         self.extra_env = dict(extra_env or {})
         """More LocalStack settings (e.g. ``{"DEBUG": "1"}``); they win over the ones set here."""
         self.proc: subprocess.Popen[bytes] | None = None
-        self.workdir: Path | None = None
         self.log_path: Path | None = None
         self.port: int | None = None
-        self.endpoint: S3Endpoint | None = None
-
-    def __enter__(self) -> S3Endpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> S3Endpoint:
         python = find_localstack_python(self.python)
@@ -242,9 +244,3 @@ class LocalStackServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        self._terminate()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None

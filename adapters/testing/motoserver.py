@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from adapters.testing.servers import DEFAULT_REGION, S3Endpoint, ServerStartError
+from adapters.testing.servers import DEFAULT_REGION, S3Endpoint, ServerStartError, TestServer
 
 _moto_patch_lock = threading.Lock()
 
@@ -37,7 +37,7 @@ def make_moto_conditional_writes_atomic() -> None:
         S3Response._modelstorage_serialized = True
 
 
-class MotoServer:
+class MotoServer(TestServer):
     """moto's ThreadedMotoServer on 127.0.0.1 and a free port (the OS picks it; no race).
 
     Note: it runs in *this* process and shares moto's global backends with ``mock_aws``; every
@@ -52,18 +52,8 @@ class MotoServer:
         region: str = DEFAULT_REGION,
         startup_timeout: float = 30.0,
     ) -> None:
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.region = region
-        self.startup_timeout = startup_timeout
+        super().__init__(access_key=access_key, secret_key=secret_key, region=region, startup_timeout=startup_timeout)
         self.server: Any = None
-        self.endpoint: S3Endpoint | None = None
-
-    def __enter__(self) -> S3Endpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> S3Endpoint:
         from moto.server import ThreadedMotoServer
@@ -105,7 +95,7 @@ class MotoServer:
         )
         return self.endpoint
 
-    def stop(self) -> None:
+    def _terminate(self) -> None:
         server, self.server = self.server, None
         if server is None:
             return

@@ -19,6 +19,7 @@ from adapters.testing.servers import (
     DEFAULT_REGION,
     S3Endpoint,
     ServerStartError,
+    TestServer,
     free_ports,
     set_pdeathsig,
     tail,
@@ -54,7 +55,7 @@ def find_weed() -> str:
     )
 
 
-class SeaweedFSServer:
+class SeaweedFSServer(TestServer):
     """A throw-away single-node SeaweedFS (master + volume + filer + S3) on 127.0.0.1.
 
     All ports are picked free; data lives in a temp dir removed on :meth:`stop`. The S3 gateway
@@ -76,30 +77,24 @@ class SeaweedFSServer:
         start_attempts: int = 3,
         https: bool = False,
     ) -> None:
-        self.access_key = access_key or "seaweed-" + uuid.uuid4().hex[:12]
-        self.secret_key = secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8]
-        self.region = region
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
+        super().__init__(
+            access_key=access_key or "seaweed-" + uuid.uuid4().hex[:12],
+            secret_key=secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8],
+            region=region,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            base_dir=base_dir,
+            start_attempts=start_attempts,
+        )
         self.volume_size_limit_mb = volume_size_limit_mb
-        self.base_dir = base_dir
-        self.start_attempts = start_attempts
         self.https = https
         """Serve S3 over TLS (a certificate made here for 127.0.0.1); the endpoint is then HTTPS."""
         self.proc: subprocess.Popen[bytes] | None = None
-        self.workdir: Path | None = None
         self.log_path: Path | None = None
         self.ports: dict[str, int] = {}
-        self.endpoint: S3Endpoint | None = None
         self._log_file: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def __enter__(self) -> S3Endpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> S3Endpoint:
         weed = find_weed()
         t0 = time.monotonic()
@@ -263,9 +258,3 @@ class SeaweedFSServer:
             for suffix in (f"{role}-{self.ports.get(role)}", f"{role}-grpc-{self.ports.get(role + '_grpc')}"):
                 with contextlib.suppress(OSError):
                     (tmp / f"seaweedfs-{suffix}.sock").unlink()
-
-    def stop(self) -> None:
-        self._terminate()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None

@@ -13,6 +13,7 @@ benchmarks and scripts use them alike::
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import uuid
@@ -21,7 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["S3Endpoint", "ServerStartError", "free_ports", "unique_bucket_name", "write_self_signed_certificate"]
+__all__ = [
+    "S3Endpoint",
+    "ServerStartError",
+    "TestServer",
+    "free_ports",
+    "unique_bucket_name",
+    "write_self_signed_certificate",
+]
 
 DEFAULT_REGION = "us-east-1"
 
@@ -105,6 +113,54 @@ class S3Endpoint:
             secure=self.secure,
             http_client=http,
         )
+
+
+class TestServer:
+    """A throw-away server: ``with server as endpoint`` (or ``start()``), and ``stop()`` leaves nothing behind.
+
+    A server keeps its files in ``workdir`` and stops its processes in ``_terminate``.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    def __init__(
+        self,
+        *,
+        access_key: str,
+        secret_key: str,
+        region: str,
+        startup_timeout: float,
+        stop_timeout: float = 5.0,
+        base_dir: str | None = None,
+        start_attempts: int = 1,
+    ) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = region
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.base_dir = base_dir
+        self.start_attempts = start_attempts
+        self.workdir: Path | None = None
+        self.endpoint: S3Endpoint | None = None
+
+    def __enter__(self) -> S3Endpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> S3Endpoint:
+        raise NotImplementedError
+
+    def _terminate(self) -> None:
+        """Stop the server's processes (none by default)."""
+
+    def stop(self) -> None:
+        self._terminate()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 def write_self_signed_certificate(folder: Path) -> tuple[Path, Path]:
