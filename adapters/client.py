@@ -267,7 +267,10 @@ Translate = Callable[[Exception, str], "StorageError | None"]
 class Unreachable(TransientError):
     """Nothing accepts connections at the endpoint (refused, or a name that does not resolve)."""
 
-    advice = "nothing answers at that address: check the endpoint's host and port, and that the store is running"
+    advice = (
+        "nothing answers at that address: check the endpoint's host and port and that the store is running, "
+        "then try again"
+    )
 
 
 def _chain(exc: BaseException):

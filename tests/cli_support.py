@@ -88,6 +88,7 @@ STORES = ["tempfile", "s3-seaweedfs", "minio-seaweedfs"]
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The store named by ``request.param``: a temp-file folder, or a fresh prefix on SeaweedFS."""
     if request.param == "tempfile":
+        (tmp_path / "models").mkdir()  # a store that exists, as a bucket prefix does; reading never makes one
         return (tmp_path / "models").as_uri()
     endpoint = request.getfixturevalue("seaweedfs_endpoint")
     credentials_env(endpoint, monkeypatch)

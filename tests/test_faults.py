@@ -514,6 +514,7 @@ def _key_requests(proxy, key_suffix: str) -> list[str]:
 def test_403_is_answered_once_and_never_retried(proxy, make_store):
     store = make_store()
     store.put("denied", b"x", {"v": 1})
+    store.exist("warm-up")  # the one-time bucket check (a denial's diagnosis) is behind us
     proxy.rules.append(lambda r: Reply(403, "AccessDenied") if "denied" in r.path else None)
     calls = {
         "exist": lambda: store.exist("denied"),
