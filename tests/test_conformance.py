@@ -1121,7 +1121,9 @@ def test_readers_racing_replacements_see_whole_versions(store):
     reads = [0]
 
     def reader() -> None:
-        while not stop.is_set():
+        # The pause lets the writer run: against an in-process server (moto's mock_aws) a reader
+        # that never sleeps holds the interpreter lock for most of every second.
+        while not stop.wait(0.001):
             got = read(store, model_id)
             reads[0] += 1
             if got not in versions:

@@ -26,9 +26,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from adapters.testing.servers import (
-    DEFAULT_REGION,
     S3Endpoint,
     ServerStartError,
     TestServer,
@@ -140,37 +140,20 @@ class CephRGWServer(TestServer):
 
     OSD_PORTS = 12  # it binds 4; Ceph skips ports taken since we checked, so leave it some to skip to
 
-    def __init__(
-        self,
-        *,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        region: str = DEFAULT_REGION,
-        startup_timeout: float = 60.0,
-        stop_timeout: float = 5.0,
-        memstore_mb: int = 2048,
-        base_dir: str | None = None,
-        start_attempts: int = 3,
-        https: bool = False,
-    ) -> None:
-        super().__init__(
-            access_key=access_key or "CEPH" + uuid.uuid4().hex[:16].upper(),
-            secret_key=secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8],
-            region=region,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-            base_dir=base_dir,
-            start_attempts=start_attempts,
-        )
+    SERVES_HTTPS = True
+
+    def __init__(self, *, memstore_mb: int = 2048, **options: Any) -> None:
+        super().__init__(**options)
         self.memstore_mb = memstore_mb
         """The size the OSD reports; writes fail once 95% is used. The data itself is held in RAM."""
-        self.https = https
-        """Serve S3 over TLS too (a certificate made here for 127.0.0.1); the endpoint is then HTTPS."""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # daemon name -> process, in start order
         self.logs: dict[str, Path] = {}
         self.ports: dict[str, int] = {}
         self._tools: dict[str, str] = {}
         self._deadline = 0.0
+
+    def new_access_key(self) -> str:
+        return "CEPH" + uuid.uuid4().hex[:16].upper()
 
     def start(self) -> S3Endpoint:
         self._tools = find_ceph_tools()

@@ -20,10 +20,10 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import adapters
 from adapters.testing.servers import (
-    DEFAULT_REGION,
     S3Endpoint,
     ServerStartError,
     TestServer,
@@ -75,33 +75,27 @@ class LocalStackServer(TestServer):
         init_dir: str | os.PathLike[str] | None = DEFAULT_INIT_DIR,
         python: str | None = None,
         bucket: str = DEFAULT_BUCKET,
-        access_key: str = "test",
-        secret_key: str = "test",
-        region: str = DEFAULT_REGION,
-        startup_timeout: float = 90.0,
-        stop_timeout: float = 10.0,
-        base_dir: str | None = None,
-        start_attempts: int = 3,
         extra_env: dict[str, str] | None = None,
+        **options: Any,
     ) -> None:
         self.init_dir = Path(init_dir) if init_dir is not None else None
         self.python = python
         self.bucket = bucket
         """Passed to the hooks as ``MODELSTORAGE_BUCKET``; reported in ``extra["bucket"]`` if they made it."""
-        super().__init__(
-            access_key=access_key,
-            secret_key=secret_key,
-            region=region,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-            base_dir=base_dir,
-            start_attempts=start_attempts,
-        )
+        super().__init__(**options)
         self.extra_env = dict(extra_env or {})
         """More LocalStack settings (e.g. ``{"DEBUG": "1"}``); they win over the ones set here."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.port: int | None = None
+
+    STARTUP_TIMEOUT = 90.0
+    STOP_TIMEOUT = 10.0
+
+    def new_access_key(self) -> str:
+        return "test"  # LocalStack checks no signatures; its documentation's keys
+
+    new_secret_key = new_access_key
 
     def start(self) -> S3Endpoint:
         python = find_localstack_python(self.python)

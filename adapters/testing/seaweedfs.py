@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from adapters.testing.servers import (
-    DEFAULT_REGION,
     S3Endpoint,
     ServerStartError,
     TestServer,
@@ -64,31 +63,11 @@ class SeaweedFSServer(TestServer):
 
     ACTIONS = ("Admin", "Read", "Write", "List", "Tagging")
 
-    def __init__(
-        self,
-        *,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        region: str = DEFAULT_REGION,
-        startup_timeout: float = 60.0,
-        stop_timeout: float = 5.0,
-        volume_size_limit_mb: int = 64,
-        base_dir: str | None = None,
-        start_attempts: int = 3,
-        https: bool = False,
-    ) -> None:
-        super().__init__(
-            access_key=access_key or "seaweed-" + uuid.uuid4().hex[:12],
-            secret_key=secret_key or uuid.uuid4().hex + uuid.uuid4().hex[:8],
-            region=region,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-            base_dir=base_dir,
-            start_attempts=start_attempts,
-        )
+    SERVES_HTTPS = True
+
+    def __init__(self, *, volume_size_limit_mb: int = 64, **options: Any) -> None:
+        super().__init__(**options)
         self.volume_size_limit_mb = volume_size_limit_mb
-        self.https = https
-        """Serve S3 over TLS (a certificate made here for 127.0.0.1); the endpoint is then HTTPS."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.ports: dict[str, int] = {}

@@ -123,26 +123,46 @@ class TestServer:
 
     __test__ = False  # not a pytest test class, whatever its name says
 
+    STARTUP_TIMEOUT = 60.0
+    STOP_TIMEOUT = 5.0
+    SERVES_HTTPS = False
+
     def __init__(
         self,
         *,
-        access_key: str,
-        secret_key: str,
-        region: str,
-        startup_timeout: float,
-        stop_timeout: float = 5.0,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str = DEFAULT_REGION,
+        startup_timeout: float | None = None,
+        stop_timeout: float | None = None,
         base_dir: str | None = None,
-        start_attempts: int = 1,
+        start_attempts: int = 3,
+        https: bool = False,
     ) -> None:
-        self.access_key = access_key
-        self.secret_key = secret_key
+        """Options every server takes; a server's own options come before them in its signature.
+
+        Keys left out are made up per server (see :meth:`new_access_key`); ``start_attempts``
+        retries a start that lost a race for its ports; ``https`` serves S3 over TLS too, with a
+        certificate made here for 127.0.0.1, and the endpoint is then HTTPS.
+        """
+        if https and not self.SERVES_HTTPS:
+            raise ValueError(f"{type(self).__name__} does not serve HTTPS")
+        self.access_key = access_key or self.new_access_key()
+        self.secret_key = secret_key or self.new_secret_key()
         self.region = region
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
+        self.startup_timeout = self.STARTUP_TIMEOUT if startup_timeout is None else startup_timeout
+        self.stop_timeout = self.STOP_TIMEOUT if stop_timeout is None else stop_timeout
         self.base_dir = base_dir
         self.start_attempts = start_attempts
+        self.https = https
         self.workdir: Path | None = None
         self.endpoint: S3Endpoint | None = None
+
+    def new_access_key(self) -> str:
+        return "key-" + uuid.uuid4().hex[:12]
+
+    def new_secret_key(self) -> str:
+        return uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
     def __enter__(self) -> S3Endpoint:
         return self.start()
