@@ -1118,13 +1118,19 @@ def test_readers_racing_replacements_see_whole_versions(store):
     store.put(model_id, versions[0])
     stop = threading.Event()
     torn: list[int] = []
+    failed: list[BaseException] = []
     reads = [0]
 
     def reader() -> None:
         # The pause lets the writer run: against an in-process server (moto's mock_aws) a reader
         # that never sleeps holds the interpreter lock for most of every second.
         while not stop.wait(0.001):
-            got = read(store, model_id)
+            try:
+                got = read(store, model_id)
+            except Exception as exc:  # noqa: BLE001 - recorded, and asserted on below
+                if not _raised_inside_moto(exc):
+                    failed.append(exc)
+                continue
             reads[0] += 1
             if got not in versions:
                 torn.append(len(got) if got is not None else -1)
@@ -1141,6 +1147,19 @@ def test_readers_racing_replacements_see_whole_versions(store):
         thread.join(30)
     assert reads[0] > 0
     assert torn == []
+    assert failed == []
+
+
+def _raised_inside_moto(exc: BaseException) -> bool:
+    """In ``mock_aws`` the server runs in the reader's thread, and moto closes a replaced object's
+    buffer while a GET of it may still read it ("I/O operation on closed file"): moto's race, which
+    a server over the network answers as a 500 that the store retries."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if f"{os.sep}moto{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def test_closing_the_store_aborts_open_writes_and_keeps_committed_models(store, reopen):
