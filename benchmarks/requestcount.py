@@ -53,10 +53,12 @@ def _plant(target: Target, store: ModelStorage, n: int, sidecar: bool) -> None:
 
 def expected_delete_all(n: int, sidecar: bool) -> int:
     """Listings and batch deletes: one of each per 1000 keys under each prefix, plus the
-    listing that finds an empty page (an exact multiple of 1000, or no sidecars at all)."""
+    listing that finds an empty page (an exact multiple of 1000, or no sidecars at all); then
+    one listing of the (here empty) direct-upload area, and one of the multipart uploads under
+    way to each of the model and direct-upload areas."""
     pages = math.ceil(n / DELETE_BATCH)
     per_prefix = 2 * pages + (1 if n % DELETE_BATCH == 0 else 0)
-    return 2 * per_prefix if sidecar else per_prefix + 1
+    return (2 * per_prefix if sidecar else per_prefix + 1) + 3
 
 
 def count_requests(target: Target, delete_all_n: int, log=print) -> list[RequestCount]:
