@@ -69,6 +69,9 @@ class LocalStackServer(TestServer):
     every init hook has run successfully.
     """
 
+    STARTUP_TIMEOUT = 90.0
+    STOP_TIMEOUT = 10.0
+
     def __init__(
         self,
         *,
@@ -88,9 +91,6 @@ class LocalStackServer(TestServer):
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.port: int | None = None
-
-    STARTUP_TIMEOUT = 90.0
-    STOP_TIMEOUT = 10.0
 
     def new_access_key(self) -> str:
         return "test"  # LocalStack checks no signatures; its documentation's keys
