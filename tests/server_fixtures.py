@@ -27,6 +27,9 @@ from adapters.testing.motoserver import MotoServer
 from adapters.testing.seaweedfs import SeaweedFSServer
 from adapters.testing.servers import S3Endpoint, ServerStartError
 
+EVERY_SERVER = ("moto_server_endpoint", "seaweedfs_endpoint", "ceph_endpoint", "localstack_endpoint")
+"""The fixture names, for a test that runs on every S3 server (``getfixturevalue``)."""
+
 _startup_times: dict[str, float] = {}
 
 

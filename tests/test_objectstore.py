@@ -15,6 +15,7 @@ from functools import partial
 import pytest
 from chaos import adapter_store
 from objectstore_backends import raw_uploads, reopen
+from server_fixtures import EVERY_SERVER
 
 from adapters import metadata as codec
 from adapters.objectstore import ObjectStoreModelStorage
@@ -35,9 +36,7 @@ def _uploads(store: ObjectStoreModelStorage) -> list:
     return raw_uploads(store)
 
 
-@pytest.mark.parametrize(
-    "server", ["moto_server_endpoint", "seaweedfs_endpoint", "ceph_endpoint", "localstack_endpoint"]
-)
+@pytest.mark.parametrize("server", EVERY_SERVER)
 @pytest.mark.parametrize("adapter", ["s3", "minio"])
 def test_the_lifecycle_rule_that_aborts_this_stores_uploads_is_found(request, server, adapter):
     endpoint = request.getfixturevalue(server)

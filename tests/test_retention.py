@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from server_fixtures import EVERY_SERVER
 
 from storage import ConfigurationError, ModelStorage
 from storage.retention import Retention
@@ -94,9 +95,7 @@ def test_a_rule_says_what_it_keeps():
         Retention(keep_last=-1)
 
 
-@pytest.mark.parametrize(
-    "server", ["moto_server_endpoint", "seaweedfs_endpoint", "ceph_endpoint", "localstack_endpoint"]
-)
+@pytest.mark.parametrize("server", EVERY_SERVER)
 @pytest.mark.parametrize("adapter", ["s3", "minio"])
 def test_lifecycle_rules_replace_the_stores_own_and_leave_the_buckets_others(request, server, adapter):
     from chaos import adapter_store
